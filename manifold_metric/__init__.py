@@ -1,0 +1,1 @@
+"""Predicting the impact of model expansion through the minima manifold."""
