@@ -1,0 +1,105 @@
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from manifold_metric.correlation import METHODS, correlations, rank_correlation, summarize
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_concordant_is_one_and_reversed_is_minus_one(method):
+  a = [0.1, 0.5, 2.0, 3.0, 7.0]
+  b = [1.0, 2.0, 3.0, 4.0, 5.0]  # linear in rank, but not in a: only ranks agree
+  if method == "pearson":
+    b = [2 * x + 1 for x in a]
+  assert rank_correlation(a, b, method) == pytest.approx(1.0)
+  assert rank_correlation(a, [-x for x in b], method) == pytest.approx(-1.0)
+
+
+def test_hand_computed_values():
+  # 4 items, one discordant pair (2, 3) of 6: tau = (5 - 1) / 6.
+  assert rank_correlation([1, 2, 3, 4], [1, 3, 2, 4], "kendall") == pytest.approx(2 / 3)
+  # A tie in a: pair (2, 3) counts for neither; tau_b = (C - D) / sqrt((n0 - n1)(n0 - n2))
+  # = (5 - 0) / sqrt((6 - 1) * 6).
+  assert rank_correlation([1, 2, 2, 3], [1, 2, 3, 4], "kendall") == pytest.approx(5 / math.sqrt(30))
+  # Spearman: 1 - 6 sum d^2 / (n (n^2 - 1)), d = (0, 1, 1, 0).
+  assert rank_correlation([1, 2, 3, 4], [1, 3, 2, 4], "spearman") == pytest.approx(1 - 12 / 60)
+  # Pearson: deviations (-1, 0, 1) and (-4/3, -1/3, 5/3): 3 / sqrt(2 * 14/3).
+  assert rank_correlation([1, 2, 3], [1, 2, 4], "pearson") == pytest.approx(3 / math.sqrt(28 / 3))
+  # Spearman uses ranks, Pearson values: they differ on the same data.
+  a, b = [1, 2, 3, 4], [1, 2, 3, 40]
+  assert rank_correlation(a, b, "spearman") == pytest.approx(1.0)
+  assert rank_correlation(a, b, "pearson") < 0.9
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_degenerate_inputs_are_nan_without_warnings(method):
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3], method))
+    assert math.isnan(rank_correlation([1, 2, 3], [5, 5, 5], method))
+    assert math.isnan(rank_correlation([1], [2], method))
+    assert math.isnan(rank_correlation([], [], method))
+    assert math.isnan(rank_correlation([1, np.nan, 3], [1, 2, 3], method))
+
+
+def test_bad_arguments_raise():
+  with pytest.raises(ValueError, match="unknown correlation method"):
+    rank_correlation([1, 2], [1, 2], "tau")
+  with pytest.raises(ValueError, match="equal length"):
+    rank_correlation([1, 2, 3], [1, 2], "kendall")
+
+
+def _candidates():
+  """Two settings x two seeds x two epochs, three candidates each; `good` ranks
+  the candidates like the gain, `bad` reversed, except one group."""
+  rows = []
+  for setting in ("cnn-c10", "mlp-mnist"):
+    for seed in (0, 1):
+      for epoch in (1, 5):
+        for cand, gain in enumerate([0.1, 0.3, 0.2]):
+          bad = -gain if (setting, seed, epoch) != ("mlp-mnist", 1, 5) else gain
+          rows.append(dict(setting=setting, seed=seed, epoch=epoch, candidate=cand,
+                           good=10 * gain, bad=bad, const=1.0, gain=gain))
+  return pd.DataFrame(rows)
+
+
+def test_correlations_long_format():
+  out = correlations(_candidates(), ["good", "bad", "const"], "gain")
+  assert list(out.columns) == ["setting", "seed", "epoch", "metric", "method", "value"]
+  assert len(out) == 2 * 2 * 2 * 3 * len(METHODS)
+  assert set(out["method"]) == set(METHODS)
+  good, const = out[out.metric == "good"], out[out.metric == "const"]
+  assert np.allclose(good["value"], 1.0)
+  assert const["value"].isna().all()
+  bad = out[out.metric == "bad"].set_index(["setting", "seed", "epoch", "method"])["value"]
+  assert bad[("mlp-mnist", 1, 5, "kendall")] == pytest.approx(1.0)
+  assert bad[("cnn-c10", 0, 1, "kendall")] == pytest.approx(-1.0)
+  one = correlations(_candidates(), ["bad"], "gain", methods=["kendall"])
+  assert set(one["method"]) == {"kendall"} and len(one) == 8
+
+
+def test_summarize_over_seeds():
+  corr = correlations(_candidates(), ["good", "bad", "const"], "gain", methods=["kendall"])
+  s = summarize(corr).set_index(["setting", "metric", "method", "epoch"])
+  assert list(s.columns) == ["mean", "std", "count"]
+  assert len(s) == 2 * 3 * 2
+  # Seeds 0 and 1 of mlp-mnist at epoch 5 give -1 and +1: mean 0, std sqrt(2).
+  row = s.loc[("mlp-mnist", "bad", "kendall", 5)]
+  assert row["mean"] == pytest.approx(0.0) and row["std"] == pytest.approx(math.sqrt(2))
+  assert row["count"] == 2
+  row = s.loc[("cnn-c10", "bad", "kendall", 1)]
+  assert row["mean"] == pytest.approx(-1.0) and row["std"] == pytest.approx(0.0)
+  const = s.loc[("cnn-c10", "const", "kendall", 1)]
+  assert math.isnan(const["mean"]) and math.isnan(const["std"]) and const["count"] == 0
+
+
+def test_summarize_skips_nan_seeds():
+  corr = pd.DataFrame(dict(setting="s", metric="m", method="kendall", epoch=1,
+                           seed=[0, 1, 2], value=[0.2, np.nan, 0.6]))
+  row = summarize(corr).iloc[0]
+  assert row["mean"] == pytest.approx(0.4)
+  assert row["std"] == pytest.approx(np.std([0.2, 0.6], ddof=1))
+  assert row["count"] == 2

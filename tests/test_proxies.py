@@ -1,0 +1,188 @@
+import math
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from manifold_metric import models, proxies
+
+MLP = {"kind": "mlp", "hidden": [5], "num_classes": 3}
+CNN = models.default_arch("cnn", 3, channels=[2, 3], dense=8)
+# One block per stage (halves compile time); stages 1-3 still project.
+RESNET = models.default_arch("resnet18", 3, stages=[2, 2, 2, 2], mids=[[2]] * 4)
+
+
+def _setup(arch, shape, batch=6):
+  """Variables with random (nonzero) leaves everywhere, and a batch, in numpy
+  (eager JAX ops would each compile)."""
+  shapes = jax.eval_shape(lambda k: models.init(arch, k, shape), jax.random.key(0))
+  rng = np.random.default_rng(0)
+  v = jax.tree.map(lambda a: 0.5 * rng.standard_normal(a.shape, np.float32), shapes)
+  if "batch_stats" in v:
+    v["batch_stats"] = jax.tree.map(np.abs, v["batch_stats"])  # valid variances
+  x = rng.standard_normal((batch, *shape), np.float32)
+  return v, (x, rng.integers(0, arch["num_classes"], batch))
+
+
+def _np(tree):
+  return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+# ------------------------------------------------- two-layer MLP, closed forms
+
+
+def _mlp_grads(p, x, y):
+  """dL/dW1, dL/dW2 of mean softmax cross entropy for relu(x W1 + b1) W2 + b2."""
+  w1, b1 = p["hiddens_0"]["kernel"], p["hiddens_0"]["bias"]
+  w2, b2 = p["out"]["kernel"], p["out"]["bias"]
+  z = x @ w1 + b1
+  a = np.maximum(z, 0)
+  logits = a @ w2 + b2
+  s = np.exp(logits - logits.max(1, keepdims=True))
+  s /= s.sum(1, keepdims=True)
+  d = (s - np.eye(w2.shape[1])[y]) / len(x)
+  return x.T @ ((d @ w2.T) * (z > 0)), a.T @ d
+
+
+def _mlp_problem():
+  v, (x, y) = _setup(MLP, (2, 2, 1))
+  p = _np(v["params"])
+  return v, (x, y), p, np.asarray(x, np.float64).reshape(len(x), -1), np.asarray(y)
+
+
+def test_gradnorm_and_snip_match_closed_form():
+  v, batch, p, x, y = _mlp_problem()
+  g1, g2 = _mlp_grads(p, x, y)
+  w1, w2 = p["hiddens_0"]["kernel"], p["out"]["kernel"]
+  assert proxies.grad_norm(MLP, v, batch) == pytest.approx(
+      np.linalg.norm(g1) + np.linalg.norm(g2), rel=1e-5)
+  assert proxies.snip(MLP, v, batch) == pytest.approx(
+      np.abs(w1 * g1).sum() + np.abs(w2 * g2).sum(), rel=1e-5)
+
+
+def test_grasp_matches_finite_difference_hessian_vector_product():
+  v, batch, p, x, y = _mlp_problem()
+  g1, g2 = _mlp_grads(p, x, y)
+
+  def shifted(t):  # kernels moved along g; biases fixed (they are not pruned)
+    q = {"hiddens_0": dict(p["hiddens_0"]), "out": dict(p["out"])}
+    q["hiddens_0"]["kernel"] = p["hiddens_0"]["kernel"] + t * g1
+    q["out"]["kernel"] = p["out"]["kernel"] + t * g2
+    return _mlp_grads(q, x, y)
+
+  h = 1e-5
+  (a1, a2), (b1, b2) = shifted(h), shifted(-h)
+  hg1, hg2 = (a1 - b1) / (2 * h), (a2 - b2) / (2 * h)
+  w1, w2 = p["hiddens_0"]["kernel"], p["out"]["kernel"]
+  terms = np.concatenate([(w1 * hg1).ravel(), (w2 * hg2).ravel()])
+  assert np.abs(terms).sum() > 1e-2
+  assert proxies.grasp(MLP, v, batch) == pytest.approx(
+      -terms.sum(), rel=1e-3, abs=1e-4 * np.abs(terms).sum())
+
+
+def test_synflow_matches_closed_form():
+  # At |params| with an all-ones input every pre-activation is >= 0, so
+  # R = (1^T|W1| + |b1|) |W2| 1 + 1^T|b2|, dR/d|W1|_ij = (|W2| 1)_j, dR/d|W2|_jk = z_j.
+  v, batch, p, _, _ = _mlp_problem()
+  w1, b1 = np.abs(p["hiddens_0"]["kernel"]), np.abs(p["hiddens_0"]["bias"])
+  w2 = np.abs(p["out"]["kernel"])
+  z = w1.sum(0) + b1
+  expected = (w1 * w2.sum(1)[None, :]).sum() + (w2 * z[:, None]).sum()
+  assert proxies.synflow(MLP, v, batch) == pytest.approx(expected, rel=1e-12)
+
+
+# ------------------------------------------------------------------ the CNN
+
+
+def test_cnn_gradient_scores_match_float64_finite_differences():
+  v, batch = _setup(CNN, (4, 4, 2))
+  p = _np(v["params"])
+  kernels = [k for k in p if "kernel" in p[k]]
+  assert sorted(kernels) == ["convs_0", "convs_1", "fc", "out"]
+  # The batch goes in as arguments: numpy constants closed over under x64
+  # poison later float32 calls that get the same arrays (JAX 0.10).
+  x, y = batch[0].astype(np.float64), batch[1]
+  with jax.enable_x64(True):
+    ce = jax.jit(lambda p, x, y: models.cross_entropy(models.logits(CNN, {"params": p}, x), y))
+    loss = lambda p: ce(p, x, y)
+    grad = lambda p: _np(jax.jit(jax.grad(ce))(p, x, y))
+    g = grad(p)
+    # One gradient entry per kernel checked by central differences of the loss.
+    for k in kernels:
+      e = np.zeros(p[k]["kernel"].shape)
+      e.flat[3] = 1e-6
+      fd = (loss({**p, k: {**p[k], "kernel": p[k]["kernel"] + e}})
+            - loss({**p, k: {**p[k], "kernel": p[k]["kernel"] - e}})) / 2e-6
+      assert g[k]["kernel"].flat[3] == pytest.approx(float(fd), rel=1e-5, abs=1e-9)
+    h = 1e-5
+    step = lambda t: {k: {**p[k], "kernel": p[k]["kernel"] + t * g[k]["kernel"]} for k in p}
+    gp, gm = grad(step(h)), grad(step(-h))
+  hg = {k: (gp[k]["kernel"] - gm[k]["kernel"]) / (2 * h) for k in kernels}
+  gradnorm = sum(np.linalg.norm(g[k]["kernel"]) for k in kernels)
+  snip = sum(np.abs(p[k]["kernel"] * g[k]["kernel"]).sum() for k in kernels)
+  grasp_terms = np.concatenate([np.ravel(p[k]["kernel"] * hg[k]) for k in kernels])
+  assert proxies.grad_norm(CNN, v, batch) == pytest.approx(gradnorm, rel=1e-4)
+  assert proxies.snip(CNN, v, batch) == pytest.approx(snip, rel=1e-4)
+  assert proxies.grasp(CNN, v, batch) == pytest.approx(
+      -grasp_terms.sum(), rel=1e-3, abs=1e-4 * np.abs(grasp_terms).sum())
+
+
+def test_jacov_matches_numpy_finite_difference_jacobian():
+  v, batch = _setup(CNN, (4, 4, 2), batch=5)
+  x = np.asarray(batch[0], np.float64)
+  n, d, h = len(x), x[0].size, 1e-6
+  # Row i: d(sum of example i's logits)/dx_i, by central differences.
+  eye = np.eye(d).reshape(d, *x.shape[1:]) * h
+  stacked = np.concatenate([x[i] + s * eye for i in range(n) for s in (1, -1)])
+  with jax.enable_x64(True):
+    sums = np.asarray(jax.jit(lambda v, x: models.logits(CNN, v, x).sum(1))(_np(v), stacked))
+  sums = sums.reshape(n, 2, d)
+  jac = (sums[:, 0] - sums[:, 1]) / (2 * h)
+  eig = np.linalg.eigvalsh(np.corrcoef(jac))
+  expected = -np.sum(np.log(eig + 1e-5) + 1 / (eig + 1e-5))
+  assert eig.min() > 1e-3  # well conditioned: float32 vs float64 is comparable
+  assert proxies.jacov(CNN, v, batch) == pytest.approx(expected, rel=1e-4)
+
+
+def test_jacov_is_nan_without_warnings_when_a_jacobian_is_constant():
+  v, batch = _setup(MLP, (2, 2, 1))
+  v["params"]["hiddens_0"]["bias"] = np.full(5, -100.0, np.float32)  # all ReLUs dead
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert math.isnan(proxies.jacov(MLP, v, batch))
+
+
+# ------------------------------------------------------- all scores, ResNet
+
+
+# The CNN case reuses the shapes above, so only SynFlow and Jacov compile anew.
+@pytest.mark.parametrize("arch,shape,n", [(CNN, (4, 4, 2), 6), (RESNET, (8, 8, 3), 8)],
+                         ids=["cnn", "resnet18"])
+def test_all_scores_finite(arch, shape, n):
+  v, batch = _setup(arch, shape, batch=n)
+  scores = proxies.score_all(arch, v, batch)
+  assert set(scores) == set(proxies.SCORES)
+  assert all(isinstance(s, float) and math.isfinite(s) for s in scores.values()), scores
+  assert scores["gradnorm"] > 0 and scores["snip"] > 0 and scores["synflow"] > 0
+
+
+def test_synflow_ignores_batch_norm_state_but_not_kernels():
+  v, batch = _setup(RESNET, (8, 8, 3), batch=8)
+  base = proxies.synflow(RESNET, v, batch)
+  other, _ = _setup(RESNET, (8, 8, 3))
+  bn = lambda path: any("bn" in getattr(k, "key", "") for k in path)
+  # Every BN scale/bias and running statistic replaced by different values.
+  swapped = jax.tree_util.tree_map_with_path(
+      lambda path, a, b: 3 * b if path[0].key == "batch_stats" or bn(path) else a, v, other)
+  assert proxies.synflow(RESNET, swapped, batch) == pytest.approx(base, rel=1e-12)
+  doubled = {**v, "params": {**v["params"], "out": {
+      **v["params"]["out"], "kernel": 2 * v["params"]["out"]["kernel"]}}}
+  assert proxies.synflow(RESNET, doubled, batch) > 1.5 * base
+
+
+def test_time_scores_reports_every_score():
+  v, batch = _setup(MLP, (2, 2, 1))
+  times = proxies.time_scores(MLP, v, batch, repeats=2)
+  assert set(times) == set(proxies.SCORES)
+  assert all(0 < t < 10 for t in times.values())
