@@ -5,7 +5,9 @@ the structure allows: every node is a permutation of theta, so the loss at
 both ends is L(theta), computed once; the permuted layer's pre-activation is
 linear in its weights, so the midpoint's is the mean of two gathers of the
 stem output, computed once; only the midpoint of the remaining permuted
-leaves is materialized, per pair, inside the loop.
+leaves is materialized, per pair, inside the loop. What is left per pair is
+one evaluation of the probe's head, which the engine cannot split further
+(benchmarks/README.md has the measurements).
 """
 
 import functools
@@ -54,14 +56,34 @@ def _midpoint(spec: PermSpec, variables, pa, pb):
   return traverse_util.unflatten_dict(flat, sep="/")
 
 
+def default_chunk(platform: str | None = None) -> int:
+  """Pairs per vmapped step when `barrier_set` is not told.
+
+  Vmapping the head over pairs gives every pair its own weights: dense layers
+  become batched matmuls and convolutions grouped ones, which XLA:CPU runs
+  7-16x slower per pair than one plain convolution (benchmarks/README.md).
+  One pair's head at a usual batch already keeps the CPU busy, so a plain
+  scan (1) is fastest there and needs the least memory. Accelerators need
+  more work per step to fill the device.
+  """
+  return 1 if (platform or jax.default_backend()) == "cpu" else 8
+
+
 @functools.partial(jax.jit, static_argnames=("probe", "spec", "chunk"))
-def barrier_set(probe: Probe, spec: PermSpec, variables, batch, nodes, chunk: int = 8):
+def barrier_set(probe: Probe, spec: PermSpec, variables, batch, nodes,
+                chunk: int | None = None):
   """|b(theta_i, theta_{i+1})| at alpha = 0.5 for the n pairs of `nodes`.
 
   nodes: (n + 1, size) permutations (see `permutations.random_walk`).
-  chunk: pairs evaluated together (vmapped); bounds peak memory to about
-    `chunk` forward passes' activations.
+  chunk: pairs evaluated together (vmapped); peak memory grows with about
+    `chunk` heads' activations. None: `default_chunk()`.
   """
+  if nodes.ndim != 2 or nodes.shape[0] < 2 or nodes.shape[1] != spec.size:
+    raise ValueError(f"nodes must be (n + 1, {spec.size}) permutations with n >= 1, "
+                     f"got shape {nodes.shape}")
+  chunk = default_chunk() if chunk is None else chunk
+  if chunk < 1:
+    raise ValueError(f"chunk must be a positive number of pairs, got {chunk}")
   z = probe.stem(variables, batch)
   end = probe.head(variables, z, batch)
 
@@ -71,5 +93,6 @@ def barrier_set(probe: Probe, spec: PermSpec, variables, batch, nodes, chunk: in
         take(z, pa, spec.stem_axis, spec.size) + take(z, pb, spec.stem_axis, spec.size))
     return probe.head(_midpoint(spec, variables, pa, pb), zm, batch)
 
-  mids = jax.lax.map(one, (nodes[:-1], nodes[1:]), batch_size=chunk)
+  # batch_size=1 would still vmap (over a unit axis); None is the plain scan.
+  mids = jax.lax.map(one, (nodes[:-1], nodes[1:]), batch_size=None if chunk == 1 else chunk)
   return jnp.abs(mids - end)

@@ -257,3 +257,11 @@ def load_npz(path) -> dict:
                      "workflow to rebuild it")
   ds["num_classes"] = int(ds["num_classes"])
   return ds
+
+
+def training_batch(ds: dict, seed: int, size: int):
+  """The single training batch (x, y) that the metric and the zero-cost
+  proxies score every model of one seed on, base and candidates alike."""
+  n = len(ds["x_train"])
+  idx = np.sort(np.random.default_rng([seed, 1]).permutation(n)[:min(size, n)])
+  return ds["x_train"][idx], ds["y_train"][idx]

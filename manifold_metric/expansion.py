@@ -11,6 +11,7 @@ exactly, but replicas receive different gradients, so training can use them
 """
 
 import copy
+import functools
 import math
 
 import jax
@@ -41,6 +42,7 @@ def shares(key, g, old: int, split: str = "random"):
   return w / jax.ops.segment_sum(w, g, num_segments=old)[g]
 
 
+@functools.partial(jax.jit, static_argnames=("spec", "new", "split"))
 def widen(spec: PermSpec, variables, new: int, key, split: str = "random"):
   """Widens one neuron group from spec.size to `new` neurons."""
   kg, ks = jax.random.split(key)

@@ -167,10 +167,16 @@ def init(arch: dict, key, input_shape) -> dict:
 
 def logits(arch: dict, variables, x, train: bool = False):
   """Logits; with train=True BatchNorm uses the batch's statistics."""
+  return _logits(json.dumps(arch, sort_keys=True), train)(variables, x)
+
+
+@functools.lru_cache(maxsize=None)
+def _logits(arch_json: str, train: bool):
+  arch = json.loads(arch_json)
   module = build(arch)
   if train and has_batch_norm(arch):
-    return module.apply(variables, x, train=True, mutable=["batch_stats"])[0]
-  return module.apply(variables, x, train=train)
+    return jax.jit(lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"])[0])
+  return jax.jit(lambda v, x: module.apply(v, x, train=train))
 
 
 def cross_entropy(logits_, labels):

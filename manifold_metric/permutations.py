@@ -7,6 +7,7 @@ function-preserving permutations (gather along each axis) and Net2Net widening
 """
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -85,6 +86,7 @@ def check(spec: PermSpec, variables) -> None:
     _blocked(flat[a.path], a.axis, spec.size, a.inner)
 
 
+@functools.partial(jax.jit, static_argnames="spec")
 def permute(spec: PermSpec, variables, perm):
   """Applies one neuron permutation to every axis in the spec."""
   flat = traverse_util.flatten_dict(variables, sep="/")

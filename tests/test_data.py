@@ -296,3 +296,14 @@ def test_npz_round_trip_and_corruption(tmp_path):
     data.load_npz(path)
   with pytest.raises(InputError, match="does not exist"):
     data.load_npz(tmp_path / "missing.npz")
+
+
+def test_training_batch_is_seeded_and_shared():
+  ds = data.load("digits")
+  x0, y0 = data.training_batch(ds, 0, 512)
+  x0b, _ = data.training_batch(ds, 0, 512)
+  x1, _ = data.training_batch(ds, 1, 512)
+  assert x0.shape == (512, 8, 8, 1) and y0.shape == (512,)
+  np.testing.assert_array_equal(x0, x0b)
+  assert not np.array_equal(x0, x1)
+  assert len(data.training_batch(ds, 0, 10**6)[0]) == len(ds["x_train"])

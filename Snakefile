@@ -1,0 +1,17 @@
+# Predicting the impact of model expansion through the minima manifold.
+# Stages: data -> base -> expanded -> checkpoints -> barriers -> metrics -> figures.
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/barriers.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        get_final_targets(),
+    default_target: True
