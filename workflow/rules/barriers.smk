@@ -8,8 +8,6 @@ rule barrier_set:
         n=config["metric"]["n_max"],
         batch_size=config["metric"]["batch_size"],
         chunk=config["metric"].get("chunk", 8),
-    resources:
-        gpu=1,
     log:
         "logs/barriers/{setting}/{expansion}/seed{seed}.log",
     script:

@@ -1,8 +1,15 @@
 import json
+import os
 
+from types import SimpleNamespace
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# JAX preallocates 75% of a GPU's memory per process; jobs sharing a GPU must
+# not. Local jobs inherit this process's environment; Slurm jobs get it both
+# from sbatch (--export=ALL) and by reading this file again.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 validate(config, "../../config/schema.yaml")
@@ -19,6 +26,9 @@ def check_config():
         if n > m["n_max"]:
             config_error("metric.n", f"n = {n} is larger than metric.n_max = "
                          f"{m['n_max']}, the number of barriers computed")
+    for e in config["candidate"].get("checkpoints", []):
+        if e > config["candidate"]["epochs"]:
+            config_error("candidate.checkpoints", f"epoch {e} is after candidate.epochs")
     if m["main_q"] not in m["q"] or m["main_n"] not in m["n"]:
         config_error("metric.main_q/main_n", "must be one of metric.q / metric.n")
     for name, s in config["settings"].items():
@@ -35,9 +45,10 @@ def check_config():
         for e in f1["expansions"]:
             if e not in s["expansions"]:
                 config_error("figures.figure1.expansions", f"unknown expansion {e!r}")
-    for name in config["figures"].get("figure3", {}).get("settings", []):
-        if name not in config["settings"]:
-            config_error("figures.figure3.settings", f"unknown setting {name!r}")
+    for fig, spec in config["figures"].items():
+        for name in spec.get("settings", []):
+            if name not in config["settings"]:
+                config_error(f"figures.{fig}.settings", f"unknown setting {name!r}")
 
 
 check_config()
@@ -45,9 +56,9 @@ check_config()
 SETTINGS = config["settings"]
 SEEDS = config["seeds"]
 T = config["candidate"]["epochs"]
-EVERY = config["candidate"].get("checkpoint_every", 1)
 # Epoch 0 is the expanded model itself; T is always kept.
-EPOCHS = sorted(set(range(0, T + 1, EVERY)) | {T})
+EPOCHS = sorted({0, T} | set(config["candidate"].get(
+    "checkpoints", range(0, T + 1, config["candidate"].get("checkpoint_every", 1)))))
 TRAIN_EPOCHS = [e for e in EPOCHS if e > 0]
 
 
@@ -120,12 +131,64 @@ def get_figure1_checkpoints(wildcards):
     return ckpts
 
 
-def get_figure3_metrics(wildcards):
-    return [f"results/metrics/{s}.parquet" for s in config["figures"]["figure3"]["settings"]]
+def is_image(setting):
+    return SETTINGS[setting]["model"]["kind"] != "bert"
+
+
+IMAGE_SETTINGS = [s for s in SETTINGS if is_image(s)]
+
+
+def figure_tables(table, figure=None):
+    """One table per setting drawn in a figure (its figures.<name>.settings);
+    the figure is named here or by the {figure} wildcard."""
+    def get(wildcards):
+        settings = config["figures"][figure or wildcards.figure]["settings"]
+        return [f"results/{table}/{s}.parquet" for s in settings]
+    return get
+
+
+def get_proxies(wildcards):
+    s = wildcards.setting
+    return [f"results/proxies/{s}.parquet"] if is_image(s) else []
+
+
+def get_proxy_checkpoints(wildcards):
+    """phi* and every theta^(0) of one setting, for the zero-cost proxies."""
+    s = wildcards.setting
+    return {f"{e}_seed{seed}": (f"results/base/{s}/seed{seed}.msgpack" if e == "base" else
+                                f"results/expanded/{s}/{e}/seed{seed}.msgpack")
+            for e in ["base", *SETTINGS[s]["expansions"]] for seed in SEEDS}
+
+
+def get_table4_checkpoints(wildcards):
+    """Per image setting, its last (largest) expansion right after expansion, seed 0."""
+    return {s: f"results/expanded/{s}/{list(SETTINGS[s]['expansions'])[-1]}/seed{SEEDS[0]}.msgpack"
+            for s in IMAGE_SETTINGS}
+
+
+def get_intermediates():
+    """Every cached intermediate. `all` asks for them too, so that a deleted
+    one is rebuilt, and with it exactly what depends on it (Snakemake alone
+    ignores a missing input of an up-to-date output)."""
+    files = []
+    for s in SETTINGS:
+        for seed in SEEDS:
+            w = SimpleNamespace(setting=s, seed=seed)
+            files += get_setting_barriers(w) + get_setting_logs(w) + get_base_logs(w)
+            for e in SETTINGS[s]["expansions"]:
+                w = SimpleNamespace(setting=s, seed=seed, expansion=e)
+                files += list(get_run_checkpoints(w).values())
+        files += [f"results/proxies/{s}.parquet"] if is_image(s) else []
+    return sorted(set(files))
 
 
 def get_final_targets():
-    targets = [f"results/metrics/{s}.parquet" for s in SETTINGS]
+    targets = get_intermediates()
+    targets += [f"results/{t}/{s}.parquet" for s in SETTINGS
+                for t in ("metrics", "correlations", "sensitivity")]
+    targets.append("results/tables/correlations_summary.parquet")
+    if IMAGE_SETTINGS:
+        targets += ["results/tables/table4.parquet", "results/tables/table4.md"]
     for fig in config["figures"]:
         targets += [f"results/figures/{fig}.png", f"results/figures/{fig}.pdf"]
     return targets

@@ -29,9 +29,8 @@ rule figure1:
 
 rule figure3:
     input:
-        metrics=get_figure3_metrics,
-        correlations=lambda w: [f"results/correlations/{s}.parquet"
-                                for s in config["figures"]["figure3"]["settings"]],
+        metrics=figure_tables("metrics", "figure3"),
+        correlations=figure_tables("correlations", "figure3"),
     output:
         png="results/figures/figure3.png",
         pdf="results/figures/figure3.pdf",
@@ -42,3 +41,60 @@ rule figure3:
         "logs/figures/figure3.log",
     script:
         "../scripts/figure3.py"
+
+
+rule figure2:
+    input:
+        figure_tables("correlations", "figure2"),
+    output:
+        png="results/figures/figure2.png",
+        pdf="results/figures/figure2.pdf",
+    params:
+        methods=["kendall"],
+    log:
+        "logs/figures/figure2.log",
+    script:
+        "../scripts/figure_bars.py"
+
+
+rule figure7:
+    input:
+        figure_tables("correlations", "figure7"),
+    output:
+        png="results/figures/figure7.png",
+        pdf="results/figures/figure7.pdf",
+    params:
+        methods=["spearman", "pearson"],
+    log:
+        "logs/figures/figure7.log",
+    script:
+        "../scripts/figure_bars.py"
+
+
+rule figure_sensitivity:
+    input:
+        figure_tables("sensitivity"),
+    output:
+        png="results/figures/{figure}.png",
+        pdf="results/figures/{figure}.pdf",
+    wildcard_constraints:
+        figure="figure6|figure8",
+    log:
+        "logs/figures/{figure}.log",
+    script:
+        "../scripts/figure_sensitivity.py"
+
+
+rule figure4:
+    input:
+        figure_tables("metrics", "figure4"),
+    output:
+        png="results/figures/figure4.png",
+        pdf="results/figures/figure4.pdf",
+    params:
+        main_q=config["metric"]["main_q"],
+        main_n=config["metric"]["main_n"],
+    log:
+        "logs/figures/figure4.log",
+    script:
+        "../scripts/figure4.py"

@@ -15,11 +15,29 @@ rule metrics:
         "../scripts/metrics.py"
 
 
+rule proxies:
+    input:
+        unpack(get_proxy_checkpoints),
+        data=get_dataset_npz,
+    output:
+        "results/proxies/{setting}.parquet",
+    params:
+        batch_size=config["metric"]["batch_size"],
+    resources:
+        gpu=1,
+    log:
+        "logs/proxies/{setting}.log",
+    script:
+        "../scripts/proxies.py"
+
+
 rule correlations:
     input:
-        "results/metrics/{setting}.parquet",
+        metrics="results/metrics/{setting}.parquet",
+        proxies=get_proxies,
     output:
-        "results/correlations/{setting}.parquet",
+        correlations="results/correlations/{setting}.parquet",
+        sensitivity="results/sensitivity/{setting}.parquet",
     params:
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
@@ -27,3 +45,35 @@ rule correlations:
         "logs/correlations/{setting}.log",
     script:
         "../scripts/correlations.py"
+
+
+rule correlation_summary:
+    input:
+        expand("results/correlations/{setting}.parquet", setting=SETTINGS),
+    output:
+        "results/tables/correlations_summary.parquet",
+    log:
+        "logs/tables/correlations_summary.log",
+    script:
+        "../scripts/correlation_summary.py"
+
+
+rule table4:
+    input:
+        unpack(get_table4_checkpoints),
+        data=lambda w: sorted({f"results/data/{SETTINGS[s]['dataset']}.npz" for s in IMAGE_SETTINGS}),
+    output:
+        parquet="results/tables/table4.parquet",
+        md="results/tables/table4.md",
+    params:
+        n=config["metric"]["n_max"],
+        batch_size=config["metric"]["batch_size"],
+        chunk=config["metric"].get("chunk", 8),
+        datasets={s: SETTINGS[s]["dataset"] for s in IMAGE_SETTINGS},
+        seed=SEEDS[0],
+    resources:
+        gpu=1,
+    log:
+        "logs/tables/table4.log",
+    script:
+        "../scripts/table4.py"

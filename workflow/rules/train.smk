@@ -8,8 +8,6 @@ rule train_base:
         model=get_model,
         train=config["train"],
         base=config["base"],
-    resources:
-        gpu=1,
     log:
         "logs/base/{setting}/seed{seed}.log",
     script:
@@ -44,8 +42,6 @@ rule train_candidate:
         train=config["train"],
         epochs=T,
         save=TRAIN_EPOCHS,
-    resources:
-        gpu=1,
     log:
         "logs/checkpoints/{setting}/{expansion}/seed{seed}.log",
     script:

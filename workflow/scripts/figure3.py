@@ -27,9 +27,12 @@ for (metrics_path, corr_path), (ax_g, ax_m, ax_c) in zip(rows, axes):
                   color=line.get_color())
   summary = correlation.summarize(io.read_table(corr_path)).query("method == 'kendall'")
   for name, s in summary.groupby("metric"):
-    if name == "manifold":
+    if name == "sotl_e":
+      label = "SoTL-E"
+    elif name.startswith("manifold_q"):
+      label = f"$M_t$, q={name[len('manifold_q'):]}"
+    else:  # the main q again, or a zero-cost proxy (t = 0 only)
       continue
-    label = "SoTL-E" if name == "sotl_e" else f"$M_t$, q={name.split('_q')[1]}"
     ax_c.errorbar(s.epoch, s["mean"], s["std"], capsize=2, label=label)
   ax_g.set(title=f"{setting}: gain $G_t$ (%)", xlabel="epoch t")
   ax_m.set(title=f"$M_t$ (q={p.main_q}, n={p.main_n})", xlabel="epoch t")
