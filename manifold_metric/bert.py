@@ -275,7 +275,7 @@ def widen_ffn(arch: dict, variables, key, *, width=None, factor=None,
   arch = copy.deepcopy(arch)
   for i, k in enumerate(jax.random.split(key, arch["layers"])):
     group = groups[f"ffn_{i}"]
-    arch["ffn"][i] = expansion._target(group.size, width, factor)
+    arch["ffn"][i] = expansion.target_width(group.size, width, factor)
     variables = expansion.widen(group, variables, arch["ffn"][i], k, split)
   return arch, variables
 

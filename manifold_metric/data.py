@@ -240,8 +240,9 @@ def save(ds: dict, path) -> None:
     np.savez(f, **ds)  # a file object, so numpy does not append ".npz" to the name
 
 
-def load_npz(path) -> dict:
-  """Reads a dataset written by `save`, or raises InputError naming the file."""
+def load_npz(path, keys=KEYS) -> dict:
+  """Reads a dataset written by `save` (with arrays `keys`), or raises
+  InputError naming the file."""
   path = os.fspath(path)
   try:
     with np.load(path, allow_pickle=False) as z:
@@ -251,11 +252,12 @@ def load_npz(path) -> dict:
   except Exception as e:  # zipfile and numpy raise many types on truncated input
     raise InputError(f"dataset {path} is truncated or corrupt ({type(e).__name__}: {e}); "
                      "delete it and rerun the workflow to rebuild it") from e
-  missing = [k for k in KEYS if k not in ds]
+  missing = [k for k in keys if k not in ds]
   if missing:
     raise InputError(f"dataset {path} lacks {', '.join(missing)}; delete it and rerun the "
                      "workflow to rebuild it")
-  ds["num_classes"] = int(ds["num_classes"])
+  if "num_classes" in ds:
+    ds["num_classes"] = int(ds["num_classes"])
   return ds
 
 

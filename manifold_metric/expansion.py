@@ -59,7 +59,7 @@ def widen_first(arch: dict, variables, key, *, width=None, factor=None,
                 split: str = "random"):
   """Widens the first layer (hidden units, first conv, or ResNet stem stage)."""
   name, spec = next(iter(models.neuron_groups(arch).items()))
-  new = _target(spec.size, width, factor)
+  new = target_width(spec.size, width, factor)
   return _resized(arch, name, new), widen(spec, variables, new, key, split)
 
 
@@ -67,7 +67,7 @@ def widen_all(arch: dict, variables, key, *, factor: float, split: str = "random
   """Widens every neuron group (every conv / hidden layer) by `factor`."""
   groups = models.neuron_groups(arch)
   for k, (name, spec) in zip(jax.random.split(key, len(groups)), groups.items()):
-    new = _target(spec.size, None, factor)
+    new = target_width(spec.size, None, factor)
     variables = widen(spec, variables, new, k, split)
     arch = _resized(arch, name, new)
   return arch, variables
@@ -119,7 +119,8 @@ def expand(arch: dict, variables, spec: dict, key):
                    "widen_all or deepen")
 
 
-def _target(size: int, width, factor) -> int:
+def target_width(size: int, width, factor) -> int:
+  """The new width of a group of `size`: `width`, or ceil(size * factor)."""
   if (width is None) == (factor is None):
     raise ValueError("give exactly one of width or factor")
   new = int(width) if width is not None else int(math.ceil(size * factor - 1e-9))

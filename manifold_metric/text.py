@@ -115,3 +115,15 @@ def mask_tokens(key, ids, vocab_size: int, rate: float = 0.15,
   inputs = jnp.where(selected & (u < 0.8), MASK_ID,
                      jnp.where(selected & (u < 0.9), random, ids))
   return inputs, ids, selected.astype(jnp.float32)
+
+
+TEXT_KEYS = ("train", "val")
+
+
+def prepare(data_dir, vocab, *, train_split: str, val_split: str, seq_len: int,
+            max_tokens: int | None = None) -> dict:
+  """Training and validation sequences of a WikiText directory, encoded with
+  `vocab`; max_tokens keeps the first tokens of each split (quick runs)."""
+  ds = {name: sequences(encode(read_split(data_dir, split)[:max_tokens], vocab), seq_len)
+        for name, split in zip(TEXT_KEYS, (train_split, val_split))}
+  return {**ds, "vocab_size": len(vocab)}

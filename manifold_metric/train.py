@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from manifold_metric import models
+from manifold_metric import bert, models
 
 DEFAULTS = {"lr": 1e-3, "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999, "batch_size": 512}
 
@@ -65,40 +65,82 @@ def accuracy(arch: dict, variables, x, y, batch_size: int = 1024) -> float:
   return correct / len(x)
 
 
+def _loop(state, epoch_fn, evaluate, *, epochs: int, run: str, on_epoch):
+  """The epoch loop shared by both tracks, with progress and a time estimate.
+
+  epoch_fn(t, state) -> (state, sum of the epoch's minibatch losses);
+  evaluate(state) -> dict with "performance"; on_epoch(t, variables, record),
+  where variables = state[0], may return True to stop. A non-finite loss
+  raises DivergenceError naming `run`, before anything of that epoch is
+  passed on.
+  """
+  start = time.time()
+  for t in range(1, epochs + 1):
+    state, loss_sum = epoch_fn(t, state)
+    loss_sum = float(loss_sum)
+    if not np.isfinite(loss_sum):
+      raise DivergenceError(f"{run}: training diverged at epoch {t} (loss sum "
+                            f"{loss_sum}); lower the learning rate for this run")
+    record = {"epoch": t, "train_loss_sum": loss_sum, **evaluate(state)}
+    elapsed = time.time() - start
+    print(f"[{run}] epoch {t}/{epochs} loss_sum {loss_sum:.4f} performance "
+          f"{record['performance']:.4f} ({elapsed:.0f}s, at most "
+          f"{elapsed / t * (epochs - t):.0f}s left)", file=sys.stderr, flush=True)
+    if on_epoch(t, state[0], record):
+      break
+
+
 def run_epochs(arch: dict, variables, data: dict, *, hp: dict, seed: int, epochs: int,
                run: str, on_epoch: Callable[[int, dict, dict], bool | None]):
-  """Trains for up to `epochs` epochs with a fresh optimizer.
+  """Trains an image model for up to `epochs` epochs with a fresh optimizer.
 
-  After epoch t (1-based) calls on_epoch(t, variables, record) where record
-  holds train_loss_sum (the sum of the epoch's minibatch losses, SoTL-E) and
-  val_acc; a True return stops training. Batches are reshuffled every epoch
-  from seed, so runs are reproducible. Raises DivergenceError naming `run` on
-  a non-finite loss, before anything of that epoch is passed on.
+  Batches are reshuffled every epoch from seed, so runs are reproducible. The
+  record passed to on_epoch holds train_loss_sum (SoTL-E), val_acc and
+  performance (= val_acc).
   """
   hp = {**DEFAULTS, **hp}
   opt, step = _step(json.dumps(arch, sort_keys=True), json.dumps(hp, sort_keys=True))
-  opt_state = opt.init(variables["params"])
   x, y = data["x_train"], data["y_train"]
-  bs, start = hp["batch_size"], time.time()
-  for t in range(1, epochs + 1):
+  bs = hp["batch_size"]
+
+  def epoch_fn(t, state):
+    variables, opt_state = state
     order = np.random.default_rng([seed, t]).permutation(len(x))
     losses = []
     for i in range(0, len(x), bs):
       idx = order[i:i + bs]
       variables, opt_state, loss = step(variables, opt_state, x[idx], y[idx])
       losses.append(loss)
-    loss_sum = float(jnp.sum(jnp.stack(losses)))
-    if not np.isfinite(loss_sum):
-      raise DivergenceError(f"{run}: training diverged at epoch {t} (loss sum "
-                            f"{loss_sum}); lower the learning rate for this run")
-    record = {"epoch": t, "train_loss_sum": loss_sum,
-              "val_acc": accuracy(arch, variables, data["x_val"], data["y_val"])}
-    elapsed = time.time() - start
-    print(f"[{run}] epoch {t}/{epochs} loss_sum {loss_sum:.4f} val_acc "
-          f"{record['val_acc']:.4f} ({elapsed:.0f}s, at most "
-          f"{elapsed / t * (epochs - t):.0f}s left)", file=sys.stderr, flush=True)
-    if on_epoch(t, variables, record):
-      break
+    return (variables, opt_state), jnp.sum(jnp.stack(losses))
+
+  def evaluate(state):
+    acc = accuracy(arch, state[0], data["x_val"], data["y_val"])
+    return {"val_acc": acc, "performance": acc}
+
+  _loop((variables, opt.init(variables["params"])), epoch_fn, evaluate, epochs=epochs,
+        run=run, on_epoch=on_epoch)
+
+
+def run_lm_epochs(arch: dict, variables, data: dict, *, hp: dict, seed: int, epochs: int,
+                  run: str, on_epoch: Callable[[int, dict, dict], bool | None]):
+  """Trains a BERT for `epochs` epochs: Adam, warmup then cosine decay over
+  exactly these epochs. The record holds train_loss_sum, val_loss and
+  performance = -log(val_loss), evaluated with one fixed masking."""
+  seqs, bs = data["train"], hp["batch_size"]
+  tx = bert.make_optimizer(total_steps=epochs * bert.steps_per_epoch(len(seqs), bs),
+                           lr=hp["lr"], warmup=hp["warmup"], b1=hp["b1"], b2=hp["b2"])
+
+  def epoch_fn(t, state):
+    variables, opt_state, total = bert.train_epoch(arch, tx, *state, seqs, seed=seed,
+                                                   epoch=t, batch_size=bs, run=run)
+    return (variables, opt_state), total
+
+  def evaluate(state):
+    loss = bert.evaluate(arch, state[0], data["val"], jax.random.key(0), hp["eval_batch_size"])
+    return {"val_loss": loss, "performance": float(bert.performance(loss))}
+
+  _loop((variables, bert.init_optimizer(tx, variables)), epoch_fn, evaluate, epochs=epochs,
+        run=run, on_epoch=on_epoch)
 
 
 def fit_base(arch: dict, variables, data: dict, *, hp: dict, seed: int, max_epochs: int,

@@ -98,3 +98,30 @@ rule figure4:
         "logs/figures/figure4.log",
     script:
         "../scripts/figure4.py"
+
+
+use rule figure3 as figure5 with:
+    input:
+        metrics=figure_tables("metrics", "figure5"),
+        correlations=figure_tables("correlations", "figure5"),
+    output:
+        png="results/figures/figure5.png",
+        pdf="results/figures/figure5.pdf",
+    log:
+        "logs/figures/figure5.log",
+
+
+rule figure11:
+    input:
+        scratch=figure_tables("scratch", "figure11"),
+        heads=figure_tables("metrics", "figure11", suffix=".heads_0"),
+    output:
+        png="results/figures/figure11.png",
+        pdf="results/figures/figure11.pdf",
+    params:
+        main_q=config["metric"]["main_q"],
+        main_n=config["metric"]["main_n"],
+    log:
+        "logs/figures/figure11.log",
+    script:
+        "../scripts/figure11.py"

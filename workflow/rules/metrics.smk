@@ -2,17 +2,39 @@ rule metrics:
     input:
         barriers=get_setting_barriers,
         logs=get_setting_logs,
-        base_logs=get_base_logs,
     output:
         "results/metrics/{setting}.parquet",
     params:
         q=config["metric"]["q"],
         n=config["metric"]["n"],
-        epochs=EPOCHS,
+        epochs=lambda w: epochs_of(w.setting),
     log:
         "logs/metrics/{setting}.log",
     script:
         "../scripts/metrics.py"
+
+
+use rule metrics as metrics_group with:
+    output:
+        "results/metrics/{setting}.{group}.parquet",
+    log:
+        "logs/metrics/{setting}.{group}.log",
+
+
+# Figure 11 (i): the manifold size of a BERT over training from random
+# initialisation, relative to epoch 1's.
+rule scratch_metrics:
+    input:
+        get_scratch_barriers,
+    output:
+        "results/scratch/{setting}.parquet",
+    params:
+        q=config["metric"]["q"],
+        n=config["metric"]["main_n"],
+    log:
+        "logs/scratch/{setting}.log",
+    script:
+        "../scripts/scratch_metrics.py"
 
 
 rule proxies:

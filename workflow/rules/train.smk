@@ -1,9 +1,13 @@
+# Image models train to early stopping; BERT for a fixed number of epochs,
+# keeping each (Figure 11's run from random initialisation).
 rule train_base:
     input:
         data=get_dataset_npz,
     output:
         checkpoint="results/base/{setting}/seed{seed}.msgpack",
         log="results/base/{setting}/seed{seed}.log.parquet",
+    wildcard_constraints:
+        setting=alternatives(IMAGE_SETTINGS),
     params:
         model=get_model,
         train=config["train"],
@@ -14,6 +18,23 @@ rule train_base:
         "../scripts/train_base.py"
 
 
+use rule train_base as train_base_lm with:
+    output:
+        checkpoint="results/base/{setting}/seed{seed}.msgpack",
+        log="results/base/{setting}/seed{seed}.log.parquet",
+        scratch=[
+            f"results/scratch/{{setting}}/seed{{seed}}/epoch{e:04d}.msgpack"
+            for e in LM_BASE_EPOCHS
+        ],
+    wildcard_constraints:
+        setting=alternatives(LM_SETTINGS),
+    params:
+        model=get_model,
+        train=config["lm"].get("train"),
+        base=config["lm"].get("base"),
+        save=LM_BASE_EPOCHS,
+
+
 rule expand_candidate:
     input:
         data=get_dataset_npz,
@@ -22,6 +43,7 @@ rule expand_candidate:
         "results/expanded/{setting}/{expansion}/seed{seed}.msgpack",
     params:
         expansion=get_expansion,
+        train=get_train_hp,
     log:
         "logs/expanded/{setting}/{expansion}/seed{seed}.log",
     script:
@@ -35,14 +57,31 @@ rule train_candidate:
     output:
         checkpoints=[
             f"results/checkpoints/{{setting}}/{{expansion}}/seed{{seed}}/epoch{e:04d}.msgpack"
-            for e in TRAIN_EPOCHS
+            for e in EPOCHS[1:]
         ],
         log="results/checkpoints/{setting}/{expansion}/seed{seed}/log.parquet",
+    wildcard_constraints:
+        setting=alternatives(IMAGE_SETTINGS),
     params:
         train=config["train"],
-        epochs=T,
-        save=TRAIN_EPOCHS,
+        epochs=config["candidate"]["epochs"],
+        save=EPOCHS[1:],
     log:
         "logs/checkpoints/{setting}/{expansion}/seed{seed}.log",
     script:
         "../scripts/train_candidate.py"
+
+
+use rule train_candidate as train_candidate_lm with:
+    output:
+        checkpoints=[
+            f"results/checkpoints/{{setting}}/{{expansion}}/seed{{seed}}/epoch{e:04d}.msgpack"
+            for e in LM_EPOCHS[1:]
+        ],
+        log="results/checkpoints/{setting}/{expansion}/seed{seed}/log.parquet",
+    wildcard_constraints:
+        setting=alternatives(LM_SETTINGS),
+    params:
+        train=config["lm"].get("train"),
+        epochs=config["lm"]["candidate"]["epochs"],
+        save=LM_EPOCHS[1:],

@@ -9,27 +9,26 @@ import jax
 import numpy as np
 import pandas as pd
 
-from manifold_metric import barrier, data, io, models, permutations
+from manifold_metric import barrier, io, permutations, tasks
 
 w, p = snakemake.wildcards, snakemake.params
 seed = int(w.seed)
-ds = data.load_npz(snakemake.input.data)
-batch = data.training_batch(ds, seed, p.batch_size)
+ds = tasks.load_dataset(snakemake.input.data)
 ckpts = {int(k[len("epoch"):]): v for k, v in snakemake.input.items() if k.startswith("epoch")}
 rows, start = [], time.time()
 for i, (epoch, path) in enumerate(sorted(ckpts.items()), 1):
   arch, variables, _ = io.load_checkpoint(path)
-  spec = models.first_group(arch)
+  probe, spec = tasks.probe_and_spec(arch, p.group)
+  batch = tasks.metric_batch(arch, ds, seed, p.batch_size)
   # One walk per run: every epoch of a candidate is probed with the same nodes.
   nodes = permutations.random_walk(jax.random.key(seed), spec.size, p.n)
-  b = np.asarray(barrier.barrier_set(models.probe(arch), spec, variables, batch, nodes,
-                                     chunk=p.chunk))
+  b = np.asarray(barrier.barrier_set(probe, spec, variables, batch, nodes, chunk=p.chunk))
   if not np.all(np.isfinite(b)):
     raise RuntimeError(f"non-finite barriers for {path}: the checkpoint is diverged")
   rows.append(pd.DataFrame({"setting": w.setting, "model": arch["kind"],
                             "expansion": w.expansion, "seed": seed, "epoch": epoch,
                             "node": np.arange(1, p.n + 1), "barrier": b}))
   elapsed = time.time() - start
-  print(f"epoch {epoch}: n={p.n} mean |b| {b.mean():.4f} ({elapsed:.0f}s, about "
+  print(f"epoch {epoch}: n={p.n} mean |b| {b.mean():.3g} ({elapsed:.0f}s, about "
         f"{elapsed / i * (len(ckpts) - i):.0f}s left)", file=sys.stderr)
 io.write_table(pd.concat(rows, ignore_index=True), snakemake.output[0])

@@ -10,8 +10,6 @@ from manifold_metric import io, metric
 w, p = snakemake.wildcards, snakemake.params
 barriers = pd.concat([io.read_table(f) for f in snakemake.input.barriers])
 logs = pd.concat([io.read_table(f) for f in snakemake.input.logs])
-base_acc = {int(t.seed.iloc[0]): t.val_acc.max()
-            for t in map(io.read_table, snakemake.input.base_logs)}
 logs = logs[logs.epoch.isin(p.epochs)].set_index(["expansion", "seed", "epoch"])
 rows = []
 for (expansion, seed, epoch), b in barriers.groupby(["expansion", "seed", "epoch"]):
@@ -19,9 +17,11 @@ for (expansion, seed, epoch), b in barriers.groupby(["expansion", "seed", "epoch
     continue
   base = barriers[(barriers.expansion == "base") & (barriers.seed == seed)]
   log = logs.loc[(expansion, seed, epoch)]
+  start = logs.loc[(expansion, seed, 0)].performance  # A(phi*), preserved at t = 0
   for r in metric.grid(b.barrier.to_numpy(), base.barrier.to_numpy(), p.q, p.n):
     rows.append({"setting": w.setting, "expansion": expansion, "seed": seed, "epoch": epoch,
-                 **r, "val_acc": log.val_acc, "gain": log.val_acc - base_acc[seed],
+                 **r, "val_acc": log.get("val_acc", float("nan")),
+                 "performance": log.performance, "gain": log.performance - start,
                  "sotl_e": log.train_loss_sum})
 table = pd.DataFrame(rows)
 # G_T*: the best gain a candidate reaches within the T epochs.
