@@ -20,10 +20,10 @@ def make_project(tmp: Path, config: Path | str = SMALL_CONFIG) -> Path:
                   ignore=shutil.ignore_patterns("__pycache__"))
   (tmp / "config").mkdir()
   shutil.copy(ROOT / "config" / "schema.yaml", tmp / "config" / "schema.yaml")
-  if isinstance(config, Path):
-    shutil.copy(config, tmp / "config" / "config.yaml")
-  else:
-    (tmp / "config" / "config.yaml").write_text(config)
+  text = config.read_text() if isinstance(config, Path) else config
+  # Data paths relative to the repository must still resolve from tmp.
+  text = text.replace("../shared/", f"{ROOT.parent}/shared/")
+  (tmp / "config" / "config.yaml").write_text(text)
   return tmp
 
 

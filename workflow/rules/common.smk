@@ -12,6 +12,11 @@ validate(config, "../../config/schema.yaml")
 # JAX jobs, local or on Slurm (sbatch exports the environment), must not
 # preallocate 75% of a GPU that other jobs share; harmless on the CPU.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# Jobs compile the same functions over and over (one arch, many seeds and
+# epochs): a persistent compilation cache shared by all jobs saves most of it.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def config_error(key, message):
