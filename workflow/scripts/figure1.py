@@ -3,12 +3,9 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from manifold_metric import io
+from manifold_metric import io, plots
 
 curves = io.read_table(snakemake.input[0])
 names = list(dict.fromkeys(curves.model))
@@ -23,5 +20,4 @@ for ax, name in zip(axes, names):
 axes[0].set_ylabel("training loss on the metric batch")
 axes[0].legend()
 fig.tight_layout()
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.pdf)
+plots.save(fig, snakemake.output)

@@ -5,12 +5,9 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from manifold_metric import io
+from manifold_metric import io, plots
 
 p = snakemake.params
 pairs = list(zip(snakemake.input.scratch, snakemake.input.heads))
@@ -31,5 +28,4 @@ for (scratch_path, heads_path), (ax_s, ax_h) in zip(pairs, axes):
   ax_s.legend(fontsize=7)
   ax_h.legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.pdf)
+plots.save(fig, snakemake.output)

@@ -4,14 +4,11 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from manifold_metric import correlation, io
+from manifold_metric import correlation, io, plots
 
 METRICS = ["manifold", "gradnorm", "jacov", "snip", "grasp", "synflow"]
 LABELS = {"manifold": "Manifold $M_0$", "gradnorm": "GradNorm", "jacov": "Jacov",
@@ -35,5 +32,4 @@ for ax, method in zip(axes[:, 0], methods):
   ax.set(ylabel=f"{method.capitalize()} correlation with $G_T^*$", ylim=(-1.05, 1.05))
 axes[0, 0].legend(ncol=len(METRICS), fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0))
 fig.tight_layout()
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.pdf)
+plots.save(fig, snakemake.output)

@@ -4,13 +4,10 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from manifold_metric import io
+from manifold_metric import io, plots
 
 tables = [io.read_table(f) for f in snakemake.input]
 fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.2), squeeze=False)
@@ -23,5 +20,4 @@ for ax, t in zip(axes[0], tables):
   ax.set_yticks(range(grid.shape[0]), [f"{q:g}" for q in grid.index])
   ax.set(xlabel="n", ylabel="q", title=t.setting.iloc[0])
 fig.colorbar(im, ax=axes[0].tolist(), label=r"Kendall $\tau$($M_0$, $G_T^*$)")
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.pdf)
+plots.save(fig, snakemake.output)
