@@ -15,7 +15,6 @@ import pickle
 import zlib
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from manifold_metric.io import InputError, atomic_path
 
@@ -211,6 +210,9 @@ def load(name: str, data_dir=None, *, val_fraction: float = 0.2, split_seed: int
     raise ValueError(f"limit must be positive, got {limit}")
   test_part = None
   if name == "digits":
+    # Imported here: scikit-learn takes seconds to import, and every workflow
+    # job imports this module while only this source needs it.
+    from sklearn.datasets import load_digits
     d = load_digits()
     x, y, scale, num_classes = d.images.astype(np.uint8)[..., None], d.target, 16, 10
   elif name == "fashion_mnist":
