@@ -29,6 +29,11 @@ def atomic_path(path):
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                              dir=os.path.dirname(path) or ".")
   os.close(fd)
+  # mkstemp makes the file private (0600); results must get the permissions of
+  # any file the user writes (the umask), e.g. group-readable on a cluster.
+  umask = os.umask(0o022)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
   try:
     yield tmp
     os.replace(tmp, path)
