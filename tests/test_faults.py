@@ -16,14 +16,9 @@ import pytest
 import yaml
 
 from manifold_metric import io
-from tests.workflow import SMALL_CONFIG, SNAKEMAKE, make_project
+from tests import workflow
+from tests.workflow import ENV, SMALL_CONFIG, SNAKEMAKE, make_project
 
-# Without the variable, so the tests see what the workflow itself sets for jobs.
-ENV = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
-# The Slurm plugin, loaded by every snakemake, runs `scontrol show config` at
-# start; with Slurm's client installed (test_slurm) but no controller running
-# that waits 10 s. An empty Slurm config fails at once; these runs are local.
-ENV["SLURM_CONF"] = "/dev/null"
 S = "digits-mlp"
 METRICS = f"results/metrics/{S}.parquet"
 
@@ -38,10 +33,7 @@ def config(**changes) -> str:
 
 
 def snakemake(project: Path, *args, timeout=300) -> subprocess.CompletedProcess:
-  """Runs Snakemake (bounded) and returns its merged output; never raises."""
-  return subprocess.run(["timeout", "-k", "30", str(timeout), SNAKEMAKE, "--cores", "2", *args],
-                        cwd=project, env=ENV, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True)
+  return workflow.snakemake(project, *args, timeout=timeout, check=False)
 
 
 def ok(proc: subprocess.CompletedProcess) -> str:

@@ -27,12 +27,22 @@ def make_project(tmp: Path, config: Path | str = SMALL_CONFIG) -> Path:
   return tmp
 
 
+# Without the variable, so tests see what the workflow itself sets for jobs.
+ENV = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+# The Slurm plugin, loaded by every snakemake, runs `scontrol show config` at
+# start; with Slurm's client installed (test_slurm) but no controller running
+# that waits 10 s. An empty Slurm config fails at once; these runs are local.
+ENV["SLURM_CONF"] = "/dev/null"
+
+
 def snakemake(project: Path, *args, timeout=900, check=True) -> subprocess.CompletedProcess:
-  env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-  proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=project, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  """Runs Snakemake locally, bounded by `timeout -k`; stdout holds its merged
+  output. With check, a failure raises with that output."""
+  proc = subprocess.run(["timeout", "-k", "30", str(timeout), SNAKEMAKE, "--cores", "2", *args],
+                        cwd=project, env=ENV, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True)
   if check and proc.returncode:
-    raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}")
   return proc
 
 

@@ -45,8 +45,6 @@ rule proxies:
         "results/proxies/{setting}.parquet",
     params:
         batch_size=config["metric"]["batch_size"],
-    resources:
-        gpu=1,
     log:
         "logs/proxies/{setting}.log",
     script:
@@ -90,11 +88,9 @@ rule table4:
     params:
         n=config["metric"]["n_max"],
         batch_size=config["metric"]["batch_size"],
-        chunk=config["metric"].get("chunk", 8),
+        chunk=config["metric"].get("chunk"),
         datasets={s: SETTINGS[s]["dataset"] for s in IMAGE_SETTINGS},
         seed=SEEDS[0],
-    resources:
-        gpu=1,
     log:
         "logs/tables/table4.log",
     script:

@@ -6,8 +6,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-import pandas as pd
-
 from manifold_metric import correlation, io
 
 p = snakemake.params
