@@ -15,10 +15,16 @@ def project(tmp_path_factory):
 
 
 def test_tables_open_in_pandas(project):
-  barriers = pd.read_parquet(project / "results" / "barriers")
+  barriers = pd.read_parquet(project / "results" / "barriers" / "digits-mlp")
   assert {"setting", "model", "expansion", "seed", "epoch", "node", "barrier"} <= set(barriers)
   assert len(barriers) == 2 * (60 + 2 * 3 * 60)  # seeds x (base + 2 runs x 3 epochs) x n
   assert (barriers.barrier >= 0).all()
+  lm = pd.read_parquet(project / "results" / "metrics" / "wikitext-bert.parquet")
+  assert set(lm.expansion) == {"f96", "f128"} and lm.val_acc.isna().all()
+  assert (lm[lm.epoch == 0].gain == 0).all()
+  assert lm[lm.epoch == 2].gain.gt(0).all()  # real training on real text helps
+  scratch = pd.read_parquet(project / "results" / "scratch" / "wikitext-bert.parquet")
+  assert (scratch[scratch.epoch == 1].M == 0).all()  # epoch 1 is the reference
   m = pd.read_parquet(project / "results" / "metrics" / "digits-mlp.parquet")
   assert {"setting", "expansion", "seed", "epoch", "q", "n", "lambda", "m", "M", "gain",
           "val_acc", "sotl_e", "gain_best"} <= set(m)
@@ -27,7 +33,7 @@ def test_tables_open_in_pandas(project):
   t0 = m[m.epoch == 0]
   assert (t0.gain == 0).all() and t0.sotl_e.isna().all()
   assert m[m.epoch > 0].sotl_e.gt(0).all()
-  for f in ("figure1", "figure3"):
+  for f in ("figure1", "figure3", "figure5", "figure11"):
     for ext in ("png", "pdf"):
       assert (project / "results" / "figures" / f"{f}.{ext}").stat().st_size > 1000
 
@@ -51,8 +57,9 @@ def test_changing_a_metric_hyperparameter_reruns_only_the_tables(project):
   text = cfg.read_text()
   cfg.write_text(text.replace("q: [0.2, 0.4]", "q: [0.1, 0.4]"))
   try:
-    assert planned_jobs(project) == {"metrics": 1, "correlations": 1,
-                                     "correlation_summary": 1, "figure3": 1}
+    assert planned_jobs(project) == {
+        "metrics": 2, "metrics_group": 1, "scratch_metrics": 1, "correlations": 2,
+        "correlation_summary": 1, "figure3": 1, "figure5": 1, "figure11": 1}
   finally:
     cfg.write_text(text)
 
