@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from manifold_metric import barrier, bert, permutations, text
+from tests.workflow import ROOT
 
-DATA = "/work/shared/data/wikitext-103"
+# ../shared beside the repository, as in CI.
+DATA = str(ROOT.parent / "shared" / "data" / "wikitext-103")
 pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason=f"{DATA} is missing")
 VOCAB, SEQ = 2000, 32
 ARCH = bert.arch("tinybert", VOCAB, max_len=64, hidden=32, heads=2, ffn=64)

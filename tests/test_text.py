@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from manifold_metric import io, text
+from tests.workflow import ROOT
 
-DATA = "/work/shared/data/wikitext-103"
+# ../shared beside the repository, as in CI.
+DATA = str(ROOT.parent / "shared" / "data" / "wikitext-103")
 needs_data = pytest.mark.skipif(not os.path.isdir(DATA), reason=f"{DATA} is missing")
 mask = jax.jit(text.mask_tokens, static_argnames=("vocab_size", "rate", "special_ids"))
 
