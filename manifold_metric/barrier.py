@@ -61,10 +61,10 @@ def default_chunk(platform: str | None = None) -> int:
 
   Vmapping the head over pairs gives every pair its own weights: dense layers
   become batched matmuls and convolutions grouped ones, which XLA:CPU runs
-  7-16x slower per pair than one plain convolution (benchmarks/README.md).
-  One pair's head at a usual batch already keeps the CPU busy, so a plain
-  scan (1) is fastest there and needs the least memory. Accelerators need
-  more work per step to fill the device.
+  2-8x slower per pair than plain ones (benchmarks/README.md). One pair's
+  head at a usual batch already keeps the CPU busy, so a plain scan (1) is
+  fastest there and needs the least memory. Accelerators need more work per
+  step to fill the device (8 is a guess, not measured).
   """
   return 1 if (platform or jax.default_backend()) == "cpu" else 8
 
