@@ -1,3 +1,5 @@
+import zlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,10 +20,22 @@ X = jax.random.normal(jax.random.key(1), (8, 8, 8, 3))
 
 def _variables(arch):
   v = models.init(arch, jax.random.key(0), X.shape[1:])
-  if "batch_stats" in v:  # non-trivial running statistics, so a wrong gather shows
-    v["batch_stats"] = jax.tree.map(
-        lambda a: a + jax.random.uniform(jax.random.key(3), a.shape), v["batch_stats"])
+  if "batch_stats" in v:
+    # Non-trivial running statistics, so a wrong gather shows; zero-centred shifts keep
+    # about half the units alive in eval mode (a uniform shift silenced the whole net).
+    def perturb(path, a):
+      key = jax.random.fold_in(jax.random.key(3), zlib.crc32(jax.tree_util.keystr(path).encode()))
+      if path[-1].key == "mean":
+        return a + 0.1 * jax.random.normal(key, a.shape)
+      return a * jax.random.uniform(key, a.shape, minval=0.5, maxval=1.5)
+    v["batch_stats"] = jax.tree_util.tree_map_with_path(perturb, v["batch_stats"])
   return v
+
+
+def assert_same_outputs(a, b, msg=""):
+  """Equal up to float32 reordering: the permuted net sums the same terms in another order."""
+  assert jnp.abs(a).max() > 0.1, "outputs are all ~0, so the check would be vacuous"
+  np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * float(jnp.abs(a).max()), err_msg=msg)
 
 
 VARIABLES = {k: _variables(a) for k, a in ARCHS.items()}
@@ -36,8 +50,7 @@ def test_first_group_permutation_preserves_outputs(name, seed, train):
   perm = jax.random.permutation(jax.random.key(seed), spec.size)
   assert not np.array_equal(perm, np.arange(spec.size)) or spec.size < 3
   vp = permutations.permute(spec, v, perm)
-  diff = jnp.abs(models.logits(arch, v, X, train) - models.logits(arch, vp, X, train)).max()
-  assert diff < 1e-5
+  assert_same_outputs(models.logits(arch, v, X, train), models.logits(arch, vp, X, train))
 
 
 @pytest.mark.parametrize("name", sorted(ARCHS))
@@ -47,8 +60,7 @@ def test_every_group_permutation_preserves_outputs(name):
     permutations.check(spec, v)
     perm = jax.random.permutation(jax.random.key(i), spec.size)
     vp = permutations.permute(spec, v, perm)
-    diff = jnp.abs(models.logits(arch, v, X) - models.logits(arch, vp, X)).max()
-    assert diff < 1e-5, group
+    assert_same_outputs(models.logits(arch, v, X), models.logits(arch, vp, X), group)
 
 
 def test_wrong_permutation_changes_outputs():
