@@ -1,19 +1,24 @@
 """Loss barriers (Equation 1) and the barrier set of Algorithm 1.
 
-The barrier set is one jitted call over all n consecutive node pairs. Savings
+The barrier set is one jitted call over the n consecutive node pairs. Savings
 the structure allows: every node is a permutation of theta, so the loss at
-both ends is L(theta), computed once; the permuted layer's pre-activation is
-linear in its weights, so the midpoint's is the mean of two gathers of the
-stem output, computed once; only the midpoint of the remaining permuted
-leaves is materialized, per pair, inside the loop. What is left per pair is
-one evaluation of the probe's head, which the engine cannot split further
-(benchmarks/README.md has the measurements).
+both ends is L(theta), computed once; the loss is invariant to the group's
+permutations, so the pair (P_i theta, P_{i+1} theta) has the barrier of
+(theta, sigma_i theta) with sigma_i = P_{i+1} P_i^-1, and pairs with the same
+step sigma_i share one evaluation (few neurons, e.g. two attention heads,
+give few distinct steps); the permuted layer's pre-activation is linear in its
+weights, so the midpoint's is the mean of the stem output and its gather,
+computed once; only the midpoint of the remaining permuted leaves is
+materialized, per step, inside the loop. What is left per distinct step is
+one evaluation of the probe's head (benchmarks/README.md has the
+measurements).
 """
 
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
 from manifold_metric.models import Probe
@@ -43,16 +48,16 @@ def loss_curve(loss_fn, va, vb, alphas):
                      jnp.asarray(alphas, jnp.float32))
 
 
-def _midpoint(spec: PermSpec, variables, pa, pb):
+def _midpoint(spec: PermSpec, variables, step):
+  """(theta + sigma theta) / 2 on the group's leaves."""
   flat = traverse_util.flatten_dict(variables, sep="/")
   for path in spec.paths:
     x = flat[path]
-    xa, xb = x, x
+    xs = x
     for a in spec.axes:
       if a.path == path:
-        xa = take(xa, pa, a.axis, spec.size, a.inner)
-        xb = take(xb, pb, a.axis, spec.size, a.inner)
-    flat[path] = 0.5 * (xa + xb)
+        xs = take(xs, step, a.axis, spec.size, a.inner)
+    flat[path] = 0.5 * (x + xs)
   return traverse_util.unflatten_dict(flat, sep="/")
 
 
@@ -69,30 +74,47 @@ def default_chunk(platform: str | None = None) -> int:
   return 1 if (platform or jax.default_backend()) == "cpu" else 8
 
 
-@functools.partial(jax.jit, static_argnames=("probe", "spec", "chunk"))
+def steps(nodes: np.ndarray) -> np.ndarray:
+  """sigma_i with permute(sigma_i theta, P_i) = permute(theta, P_{i+1}), per
+  pair of consecutive nodes: (n, size) gathers sigma_i = P_{i+1}[P_i^-1]."""
+  return np.take_along_axis(nodes[1:], np.argsort(nodes[:-1], axis=1), axis=1)
+
+
 def barrier_set(probe: Probe, spec: PermSpec, variables, batch, nodes,
-                chunk: int | None = None):
+                chunk: int | None = None) -> jax.Array:
   """|b(theta_i, theta_{i+1})| at alpha = 0.5 for the n pairs of `nodes`.
 
   nodes: (n + 1, size) permutations (see `permutations.random_walk`).
-  chunk: pairs evaluated together (vmapped); peak memory grows with about
-    `chunk` heads' activations. None: `default_chunk()`.
+  chunk: distinct steps evaluated together (vmapped); peak memory grows with
+    about `chunk` heads' activations. None: `default_chunk()`.
   """
+  nodes = np.asarray(nodes)
   if nodes.ndim != 2 or nodes.shape[0] < 2 or nodes.shape[1] != spec.size:
     raise ValueError(f"nodes must be (n + 1, {spec.size}) permutations with n >= 1, "
                      f"got shape {nodes.shape}")
   chunk = default_chunk() if chunk is None else chunk
   if chunk < 1:
     raise ValueError(f"chunk must be a positive number of pairs, got {chunk}")
+  distinct, inverse = np.unique(steps(nodes), axis=0, return_inverse=True)
+  # Padding the distinct steps to a power of two (at most n) bounds the
+  # loop lengths, hence the compilations, per model to about log2(n).
+  u, n = len(distinct), len(nodes) - 1
+  padded = min(n, 1 << (u - 1).bit_length())
+  distinct = np.concatenate([distinct, np.repeat(distinct[:1], padded - u, axis=0)])
+  b = step_barriers(probe, spec, variables, batch, jnp.asarray(distinct, jnp.int32), chunk)
+  return b[jnp.asarray(inverse.reshape(-1))]
+
+
+@functools.partial(jax.jit, static_argnames=("probe", "spec", "chunk"))
+def step_barriers(probe: Probe, spec: PermSpec, variables, batch, sigmas, chunk: int = 1):
+  """|b(theta, sigma theta)| at alpha = 0.5 for each row sigma of `sigmas`."""
   z = probe.stem(variables, batch)
   end = probe.head(variables, z, batch)
 
-  def one(pair):
-    pa, pb = pair
-    zm = z if spec.stem_axis is None else 0.5 * (
-        take(z, pa, spec.stem_axis, spec.size) + take(z, pb, spec.stem_axis, spec.size))
-    return probe.head(_midpoint(spec, variables, pa, pb), zm, batch)
+  def one(sigma):
+    zm = z if spec.stem_axis is None else 0.5 * (z + take(z, sigma, spec.stem_axis, spec.size))
+    return probe.head(_midpoint(spec, variables, sigma), zm, batch)
 
   # batch_size=1 would still vmap (over a unit axis); None is the plain scan.
-  mids = jax.lax.map(one, (nodes[:-1], nodes[1:]), batch_size=None if chunk == 1 else chunk)
+  mids = jax.lax.map(one, sigmas, batch_size=None if chunk == 1 else chunk)
   return jnp.abs(mids - end)

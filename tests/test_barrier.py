@@ -111,6 +111,27 @@ def test_barrier_set_equals_the_literal_algorithm(name):
     assert np.max(np.abs(stale - want)) > 100 * 2e-6 + 1e-3 * np.max(want)
 
 
+def test_steps_lead_from_each_node_to_the_next():
+  nodes = np.asarray(permutations.random_walk(jax.random.key(4), 9, 20))
+  theta = np.arange(100, 109)  # one leaf, the group on its only axis
+  for i, sigma in enumerate(barrier.steps(nodes)):
+    np.testing.assert_array_equal(theta[sigma][nodes[i]], theta[nodes[i + 1]])
+
+
+def test_pairs_with_the_same_step_share_one_barrier():
+  """A walk that swaps the same two neurons back and forth: one distinct step,
+  so every pair gets the literal barrier of the first pair."""
+  arch = ARCHS["cnn_two_convs"]
+  spec, variables, batch, _ = _setup(arch)
+  swap = np.arange(spec.size)
+  swap[[0, 1]] = [1, 0]
+  nodes = np.stack([np.arange(spec.size), swap] * 3)
+  want = _literal(arch, spec, variables, batch, nodes[:2], train=False)
+  got = barrier.barrier_set(models.probe(arch), spec, variables, batch, nodes)
+  assert want[0] > 1e-4
+  np.testing.assert_allclose(got, np.full(len(nodes) - 1, want[0]), rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["cnn_two_convs", "resnet18_bn"])
 def test_barrier_set_of_identical_nodes_is_zero(name):
   arch = ARCHS[name]
