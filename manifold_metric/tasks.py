@@ -37,7 +37,7 @@ def metric_batch(arch: dict, ds: dict, seed: int, size: int):
     return data.training_batch(ds, seed, size)
   seqs = ds["train"]
   idx = np.sort(np.random.default_rng([seed, 1]).permutation(len(seqs))[:size])
-  return text.mask_tokens(jax.random.key(seed), seqs[idx], arch["vocab_size"])
+  return bert.probe_batch(text.mask_tokens(jax.random.key(seed), seqs[idx], arch["vocab_size"]))
 
 
 def load_dataset(path):

@@ -145,10 +145,21 @@ def test_widen_ffn_preserves_function(variables, batch, how):
 
 
 @pytest.mark.parametrize("group", ["ffn_0", "ffn_1", "heads_0"])
+def test_probe_loss_is_the_mlm_loss(variables, batch, group):
+  """The probe scores the masked positions only: the same loss as full logits."""
+  probe, pb = bert.probe(ARCH, group), bert.probe_batch(batch)
+  assert 0 < len(pb[1]) < batch[0].size
+  got = jax.jit(lambda v: probe.head(v, probe.stem(v, pb), pb))(variables)
+  np.testing.assert_allclose(got, FWD(variables, batch)[1], rtol=1e-5)
+  with pytest.raises(ValueError, match="no masked position"):
+    bert.probe_batch((batch[0], batch[1], 0 * batch[2]))
+
+
+@pytest.mark.parametrize("group", ["ffn_0", "ffn_1", "heads_0"])
 def test_barrier_set_matches_literal(variables, batch, group):
   probe, spec = bert.probe(ARCH, group), bert.spec(ARCH, group)
   nodes = permutations.random_walk(jax.random.key(7), spec.size, 4)
-  got = barrier.barrier_set(probe, spec, variables, batch, nodes, chunk=2)
+  got = barrier.barrier_set(probe, spec, variables, bert.probe_batch(batch), nodes, chunk=2)
   base = FWD(variables, batch)[1]
   want = []
   for i in range(4):
