@@ -80,6 +80,13 @@ def steps(nodes: np.ndarray) -> np.ndarray:
   return np.take_along_axis(nodes[1:], np.argsort(nodes[:-1], axis=1), axis=1)
 
 
+def _loop_length(u: int, n: int) -> int:
+  """u distinct steps padded to a power of two up to 64, then to a multiple of
+  64, at most n: few loop lengths (compilations) per model, and at most 63
+  wasted evaluations."""
+  return min(n, 1 << (u - 1).bit_length() if u <= 64 else -(-u // 64) * 64)
+
+
 def barrier_set(probe: Probe, spec: PermSpec, variables, batch, nodes,
                 chunk: int | None = None) -> jax.Array:
   """|b(theta_i, theta_{i+1})| at alpha = 0.5 for the n pairs of `nodes`.
@@ -96,10 +103,7 @@ def barrier_set(probe: Probe, spec: PermSpec, variables, batch, nodes,
   if chunk < 1:
     raise ValueError(f"chunk must be a positive number of pairs, got {chunk}")
   distinct, inverse = np.unique(steps(nodes), axis=0, return_inverse=True)
-  # Padding the distinct steps to a power of two (at most n) bounds the
-  # loop lengths, hence the compilations, per model to about log2(n).
-  u, n = len(distinct), len(nodes) - 1
-  padded = min(n, 1 << (u - 1).bit_length())
+  u, padded = len(distinct), _loop_length(len(distinct), len(nodes) - 1)
   distinct = np.concatenate([distinct, np.repeat(distinct[:1], padded - u, axis=0)])
   b = step_barriers(probe, spec, variables, batch, jnp.asarray(distinct, jnp.int32), chunk)
   return b[jnp.asarray(inverse.reshape(-1))]
