@@ -105,12 +105,12 @@ def barrier_set(probe: Probe, spec: PermSpec, variables, batch, nodes,
   distinct, inverse = np.unique(steps(nodes), axis=0, return_inverse=True)
   u, padded = len(distinct), _loop_length(len(distinct), len(nodes) - 1)
   distinct = np.concatenate([distinct, np.repeat(distinct[:1], padded - u, axis=0)])
-  b = step_barriers(probe, spec, variables, batch, jnp.asarray(distinct, jnp.int32), chunk)
+  b = _step_barriers(probe, spec, variables, batch, jnp.asarray(distinct, jnp.int32), chunk)
   return b[jnp.asarray(inverse.reshape(-1))]
 
 
 @functools.partial(jax.jit, static_argnames=("probe", "spec", "chunk"))
-def step_barriers(probe: Probe, spec: PermSpec, variables, batch, sigmas, chunk: int = 1):
+def _step_barriers(probe: Probe, spec: PermSpec, variables, batch, sigmas, chunk: int):
   """|b(theta, sigma theta)| at alpha = 0.5 for each row sigma of `sigmas`."""
   z = probe.stem(variables, batch)
   end = probe.head(variables, z, batch)

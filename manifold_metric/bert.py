@@ -268,20 +268,20 @@ def _probe(arch_json: str, group: str) -> Probe:
     def stem(variables, batch):
       return module.apply(variables, batch[0], layer=layer, method="stem")
 
-    def head(variables, z, batch):
-      inputs, positions, labels = batch
-      out = module.apply(variables, z, inputs, layer=layer, positions=positions,
-                         method="head")
-      return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+    def logits_(variables, z, batch):
+      return module.apply(variables, z, batch[0], layer=layer, positions=batch[1],
+                          method="head")
   else:  # heads_0
 
     def stem(variables, batch):
       return module.apply(variables, batch[0], method="embed")
 
-    def head(variables, z, batch):
-      _, positions, labels = batch
-      out = module.apply(variables, z, positions=positions, method="encode")
-      return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+    def logits_(variables, z, batch):
+      return module.apply(variables, z, positions=batch[1], method="encode")
+
+  def head(variables, z, batch):  # batch from probe_batch: the labels are its last entry
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits_(variables, z, batch), batch[2])
+    return ce.mean()
 
   return Probe(stem, head)
 

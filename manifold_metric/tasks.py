@@ -65,8 +65,7 @@ def init(arch: dict, key, ds: dict):
 def performance(arch: dict, variables, ds: dict, hp: dict) -> float:
   """Validation accuracy, or -log(validation MLM loss) for BERT."""
   if is_lm(arch):
-    return float(bert.performance(bert.evaluate(arch, variables, ds["val"], jax.random.key(0),
-                                                hp["eval_batch_size"])))
+    return float(bert.performance(train.lm_val_loss(arch, variables, ds, hp)))
   return train.accuracy(arch, variables, ds["x_val"], ds["y_val"])
 
 

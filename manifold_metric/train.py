@@ -121,6 +121,12 @@ def run_epochs(arch: dict, variables, data: dict, *, hp: dict, seed: int, epochs
         run=run, on_epoch=on_epoch)
 
 
+def lm_val_loss(arch: dict, variables, data: dict, hp: dict) -> float:
+  """Validation MLM loss with one fixed masking (key 0), so that every epoch
+  and model is scored on the same masked tokens."""
+  return bert.evaluate(arch, variables, data["val"], jax.random.key(0), hp["eval_batch_size"])
+
+
 def run_lm_epochs(arch: dict, variables, data: dict, *, hp: dict, seed: int, epochs: int,
                   run: str, on_epoch: Callable[[int, dict, dict], bool | None]):
   """Trains a BERT for `epochs` epochs: Adam, warmup then cosine decay over
@@ -136,7 +142,7 @@ def run_lm_epochs(arch: dict, variables, data: dict, *, hp: dict, seed: int, epo
     return (variables, opt_state), total
 
   def evaluate(state):
-    loss = bert.evaluate(arch, state[0], data["val"], jax.random.key(0), hp["eval_batch_size"])
+    loss = lm_val_loss(arch, state[0], data, hp)
     return {"val_loss": loss, "performance": float(bert.performance(loss))}
 
   _loop((variables, bert.init_optimizer(tx, variables)), epoch_fn, evaluate, epochs=epochs,

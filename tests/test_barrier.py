@@ -118,6 +118,12 @@ def test_steps_lead_from_each_node_to_the_next():
     np.testing.assert_array_equal(theta[sigma][nodes[i]], theta[nodes[i + 1]])
 
 
+def test_loop_length_covers_the_distinct_steps_with_few_lengths():
+  lengths = {barrier._loop_length(u, 1000) for u in range(1, 1001)}
+  assert all(u <= barrier._loop_length(u, 1000) <= min(1000, u + 63) for u in range(1, 1001))
+  assert len(lengths) <= 7 + 1000 // 64 + 1  # powers of two to 64, multiples of 64, n
+
+
 def test_pairs_with_the_same_step_share_one_barrier():
   """A walk that swaps the same two neurons back and forth: one distinct step,
   so every pair gets the literal barrier of the first pair."""

@@ -25,12 +25,12 @@ if tasks.is_lm(arch):
 
   tasks.run_epochs(arch, variables, ds, hp=p.train, seed=seed, epochs=p.base["epochs"],
                    run=run, on_epoch=on_epoch)
-  best = last["variables"]
+  best, perf = last["variables"], history[-1]["performance"]
 else:
   best, history = train.fit_base(arch, variables, ds, hp=p.train, seed=seed,
                                  max_epochs=p.base["max_epochs"],
                                  patience=p.base["patience"], run=run)
-perf = tasks.performance(arch, best, ds, p.train)
+  perf = max(h["performance"] for h in history)  # phi* is the best epoch, evaluated there
 print(f"phi*: performance {perf:.4f}", file=sys.stderr)
 io.write_table(pd.DataFrame(history).assign(setting=w.setting, seed=seed), snakemake.output.log)
 io.save_checkpoint(snakemake.output.checkpoint, arch, best, {"performance": perf, "seed": seed})
