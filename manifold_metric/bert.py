@@ -20,7 +20,6 @@ import copy
 import dataclasses
 import functools
 import json
-import math
 
 import flax.linen as nn
 import jax
@@ -28,14 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from manifold_metric import expansion, text
+from manifold_metric import archs
 from manifold_metric.models import Probe
 from manifold_metric.permutations import Axis, PermSpec
 
-PRESETS = {
-    "tinybert": {"layers": 2, "hidden": 128, "heads": 2, "ffn": 512},
-    "minibert": {"layers": 4, "hidden": 256, "heads": 4, "ffn": 1024},
-}
 _init = nn.initializers.normal(0.02)  # BERT's initializer range
 _ln = functools.partial(nn.LayerNorm, epsilon=1e-12)
 
@@ -154,9 +149,9 @@ class BERT(nn.Module):
 
 def arch(preset: str, vocab_size: int, max_len: int = 512, **overrides) -> dict:
   """A preset's arch; `ffn` may be overridden by one width or one per layer."""
-  if preset not in PRESETS:
-    raise ValueError(f"unknown BERT preset {preset!r}; expected one of {sorted(PRESETS)}")
-  a = {"kind": "bert", **PRESETS[preset], **overrides,
+  if preset not in archs.BERT_PRESETS:
+    raise ValueError(f"unknown BERT preset {preset!r}; expected one of {sorted(archs.BERT_PRESETS)}")
+  a = {"kind": "bert", **archs.BERT_PRESETS[preset], **overrides,
        "vocab_size": vocab_size, "max_len": max_len}
   if isinstance(a["ffn"], int):
     a["ffn"] = [a["ffn"]] * a["layers"]
@@ -197,11 +192,6 @@ def mlm_loss(logits_, labels, weights):
   """Cross-entropy averaged over the positions with weight (the masked ones)."""
   ce = optax.softmax_cross_entropy_with_integer_labels(logits_, labels)
   return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-def performance(loss):
-  """The paper's performance measure: -log(validation loss)."""
-  return -math.log(loss)
 
 
 # --------------------------------------------------------------- neuron groups
@@ -284,125 +274,3 @@ def _probe(arch_json: str, group: str) -> Probe:
     return ce.mean()
 
   return Probe(stem, head)
-
-
-def widen_ffn(arch: dict, variables, key, *, width=None, factor=None,
-              split: str = "random"):
-  """Net2Net-widens the FFN of every layer to `width` or by `factor`."""
-  groups = neuron_groups(arch)
-  arch = copy.deepcopy(arch)
-  for i, k in enumerate(jax.random.split(key, arch["layers"])):
-    group = groups[f"ffn_{i}"]
-    arch["ffn"][i] = expansion.target_width(group.size, width, factor)
-    variables = expansion.widen(group, variables, arch["ffn"][i], k, split)
-  return arch, variables
-
-
-# -------------------------------------------------------------------- training
-
-
-def make_optimizer(*, total_steps: int, lr: float = 3e-4, warmup: int = 1000,
-                   b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
-  """Adam with linear warmup then cosine decay to 0 at total_steps (A.2.2).
-  Create it once per run: the jitted loops are cached per optimizer object."""
-  if not 0 <= warmup < total_steps:
-    raise ValueError(f"warmup ({warmup} steps) must be shorter than the schedule "
-                     f"(total_steps = {total_steps})")
-  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps)
-  return optax.adam(schedule, b1=b1, b2=b2)
-
-
-def init_optimizer(tx: optax.GradientTransformation, variables):
-  """Optimizer state; BERT has parameters only, the state covers them."""
-  return tx.init(variables["params"])
-
-
-def steps_per_epoch(num_sequences: int, batch_size: int) -> int:
-  return num_sequences // batch_size
-
-
-@functools.lru_cache(maxsize=32)
-def _epoch_loop(arch_json: str, tx: optax.GradientTransformation):
-  arch = json.loads(arch_json)
-  module = build(arch)
-  vocab_size = arch["vocab_size"]
-
-  def loss_fn(params, batch):
-    inputs, labels, weights = batch
-    return mlm_loss(module.apply({"params": params}, inputs), labels, weights)
-
-  @functools.partial(jax.jit, static_argnames="batch_size")
-  def epoch(params, opt_state, seqs, key, batch_size):
-    kp, km = jax.random.split(key)
-    nb = seqs.shape[0] // batch_size
-    order = jax.random.permutation(kp, seqs.shape[0])[:nb * batch_size]
-
-    def step(carry, xs):  # masks batch by batch: the epoch is never materialized
-      params, opt_state = carry
-      i, rows = xs
-      batch = text.mask_tokens(jax.random.fold_in(km, i), seqs[rows], vocab_size)
-      loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(
-        step, (params, opt_state), (jnp.arange(nb), order.reshape(nb, batch_size)))
-    return params, opt_state, losses.sum()
-
-  return epoch
-
-
-@functools.lru_cache(maxsize=32)
-def _evaluator(arch_json: str):
-  arch = json.loads(arch_json)
-  module = build(arch)
-  vocab_size = arch["vocab_size"]
-
-  @functools.partial(jax.jit, static_argnames="batch_size")
-  def evaluate(params, seqs, key, batch_size):
-    n = seqs.shape[0]
-    nb = -(-n // batch_size)
-    inputs, labels, weights = text.mask_tokens(key, seqs, vocab_size)
-
-    def pad(x):  # padded rows get weight 0
-      x = jnp.pad(x, ((0, nb * batch_size - n), (0, 0)))
-      return x.reshape(nb, batch_size, -1)
-
-    def one(batch):
-      inputs, labels, weights = batch
-      ce = optax.softmax_cross_entropy_with_integer_labels(
-          module.apply({"params": params}, inputs), labels)
-      return jnp.sum(ce * weights), jnp.sum(weights)
-
-    total, count = jax.lax.map(one, (pad(inputs), pad(labels), pad(weights)))
-    return total.sum() / jnp.maximum(count.sum(), 1.0)
-
-  return evaluate
-
-
-def train_epoch(arch: dict, tx, variables, opt_state, seqs, *, seed: int, epoch: int,
-                batch_size: int, run: str = "bert"):
-  """One epoch over (num, seq_len) token sequences, reshuffled and re-masked
-  with a key from (seed, epoch); the last partial batch is dropped.
-
-  Returns (variables, opt_state, sum of the epoch's training losses), the
-  latter for SoTL-E. Raises a RuntimeError naming `run` if the loss is NaN.
-  """
-  if steps_per_epoch(len(seqs), batch_size) == 0:
-    raise ValueError(f"{run}: {len(seqs)} sequences do not fill one batch of {batch_size}")
-  key = jax.random.fold_in(jax.random.key(seed), epoch)
-  loop = _epoch_loop(json.dumps(arch, sort_keys=True), tx)
-  params, opt_state, total = loop(variables["params"], opt_state, jnp.asarray(seqs), key,
-                                  batch_size=batch_size)
-  total = float(total)
-  if not np.isfinite(total):
-    raise RuntimeError(f"{run}: training loss is {total} in epoch {epoch} (seed {seed}); "
-                       "lower the learning rate or lengthen the warmup")
-  return {**variables, "params": params}, opt_state, total
-
-
-def evaluate(arch: dict, variables, seqs, key, batch_size: int) -> float:
-  """Mean MLM loss over all masked positions of `seqs`, masked with `key`
-  (pass a fixed key so that every evaluation sees the same masks)."""
-  loop = _evaluator(json.dumps(arch, sort_keys=True))
-  return float(loop(variables["params"], jnp.asarray(seqs), key, batch_size=batch_size))

@@ -16,20 +16,43 @@ _FUNCS = {"kendall": stats.kendalltau, "spearman": stats.spearmanr,
           "pearson": stats.pearsonr}
 METHODS = tuple(_FUNCS)
 
+# Scores agreeing to this fraction of the group's largest magnitude are ties:
+# float32 rounding orders scores that are equal in exact arithmetic (Jacov is
+# the same for every function-preserving expansion of one base).
+TIE_RTOL = 1e-5
+
+
+def _ties(a):
+  """`a` rounded to TIE_RTOL of its largest magnitude."""
+  scale = np.max(np.abs(a))
+  return a if scale == 0 or not np.isfinite(scale) else np.round(a / (scale * TIE_RTOL))
+
 
 def rank_correlation(a, b, method: str = "kendall") -> float:
   """Correlation of two equally long 1-d sequences.
 
-  NaN, without warnings, when either has fewer than 2 distinct values
-  (a constant input, a single candidate) or contains NaN.
+  Values that agree to TIE_RTOL of the sequence's largest magnitude are ties.
+
+  Args:
+    a, b: the two sequences (e.g. a score and G_T* across candidates).
+    method: "kendall" (tau-b), "spearman" or "pearson".
+
+  Returns:
+    The correlation; NaN, without warnings, when either has fewer than 2
+    distinct values (a constant input, a single candidate) or contains NaN.
   """
   if method not in _FUNCS:
     raise ValueError(f"unknown correlation method {method!r}; expected one of {METHODS}")
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.ndim != 1 or a.shape != b.shape:
     raise ValueError(f"need two 1-d sequences of equal length, got shapes {a.shape}, {b.shape}")
-  if np.isnan(a).any() or np.isnan(b).any() or min(len(set(a)), len(set(b))) < 2:
+  if len(a) < 2 or np.isnan(a).any() or np.isnan(b).any():
     return math.nan
+  ranked_a, ranked_b = _ties(a), _ties(b)
+  if min(len(set(ranked_a)), len(set(ranked_b))) < 2:
+    return math.nan
+  if method != "pearson":
+    a, b = ranked_a, ranked_b
   return float(_FUNCS[method](a, b).statistic)
 
 
@@ -51,9 +74,82 @@ def correlations(df: pd.DataFrame, score_cols: Sequence[str], target_col: str,
   return pd.DataFrame(rows, columns=[*by, "metric", "method", "value"])
 
 
-def summarize(corr_df: pd.DataFrame) -> pd.DataFrame:
-  """Mean and std (ddof=1) over seeds, skipping NaN, per combination of the
-  other columns (setting, metric, method, epoch); count = non-NaN values."""
+def summarize(corr_df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+  """Over seeds, per combination of the other columns (setting, metric,
+  method, epoch): mean and std (ddof=1) of the defined values, count (seeds
+  where the correlation is defined), seeds (all seeds), and the `level`
+  t-interval of the mean (ci_low, ci_high; NaN below 2 defined values).
+  """
   keys = [c for c in corr_df.columns if c not in ("seed", "value")]
   grouped = corr_df.groupby(keys, sort=False, dropna=False)["value"]
-  return grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), count="count").reset_index()
+  out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), count="count",
+                    seeds="size").reset_index()
+  half = stats.t.ppf(0.5 + level / 2, np.maximum(out["count"] - 1, 1)) * out["std"] / np.sqrt(
+      out["count"])
+  return out.assign(ci_low=out["mean"] - half, ci_high=out["mean"] + half)
+
+
+def score_table(metrics: pd.DataFrame, scores: pd.DataFrame | None, main_q: float,
+                main_n: int) -> pd.DataFrame:
+  """Every score of every candidate beside its G_T*, one row per (setting,
+  expansion, seed, epoch).
+
+  Args:
+    metrics: `metric.table` of one setting.
+    scores: per (setting, expansion, seed) at epoch 0, the zero-cost proxies
+      and size (the parameter count); None if there are none.
+    main_q, main_n: the manifold metric's main (q, n).
+
+  Returns:
+    Columns setting, expansion, seed, epoch, gain_best, manifold_q<q> (M_t at
+    n = main_n, per q), manifold (at main_q), sotl_e, and at epoch 0 the
+    proxies and size (NaN at other epochs: they are scored once).
+  """
+  keys = ["setting", "expansion", "seed", "epoch"]
+  main = metrics[metrics.n == main_n]
+  wide = main.pivot_table(index=keys, columns="q", values="M")
+  wide.columns = [f"manifold_q{q:g}" for q in wide.columns]
+  wide["manifold"] = wide[f"manifold_q{main_q:g}"]
+  outcome = metrics.drop_duplicates(keys).set_index(keys)[["sotl_e", "gain_best"]]
+  table = wide.join(outcome).reset_index()
+  if scores is not None:
+    table = table.merge(scores.query("expansion != 'base'").assign(epoch=0), on=keys, how="left")
+  return table
+
+
+def setting_correlations(table: pd.DataFrame, once: Sequence[str] = ()) -> pd.DataFrame:
+  """Correlation of every score of `score_table` with G_T* across the
+  candidates, per (setting, seed, epoch).
+
+  Args:
+    table: `score_table`'s output.
+    once: the scores computed only at epoch 0 (proxies, size): correlated
+      there only.
+
+  Returns:
+    `correlations`' long format. NaN values are undefined correlations (a
+    score or G_T* constant across the candidates of a seed), kept so that
+    summaries count them.
+  """
+  keys = ["setting", "expansion", "seed", "epoch"]
+  every = [c for c in table.columns if c not in [*keys, "gain_best", *once]]
+  return pd.concat([correlations(table, every, "gain_best"),
+                    correlations(table[table.epoch == 0], list(once), "gain_best")],
+                   ignore_index=True)
+
+
+def sensitivity(metrics: pd.DataFrame) -> pd.DataFrame:
+  """Kendall tau of M_0 with G_T* over the whole (q, n) grid (Figures 6, 8).
+
+  Returns:
+    Columns setting, seed, epoch (0), method, value, q, n.
+  """
+  keys = ["setting", "expansion", "seed", "epoch"]
+  t0 = metrics[metrics.epoch == 0]
+  wide = t0.pivot_table(index=keys, columns=["q", "n"], values="M")
+  wide.columns = [f"{q:g}|{n}" for q, n in wide.columns]
+  grid = wide.join(t0.drop_duplicates(keys).set_index(keys)[["gain_best"]]).reset_index()
+  sens = correlations(grid, [c for c in grid.columns if "|" in str(c)], "gain_best",
+                      methods=("kendall",))
+  qn = sens.metric.str.split("|", expand=True)
+  return sens.assign(q=qn[0].astype(float), n=qn[1].astype(int)).drop(columns="metric")

@@ -16,15 +16,26 @@ import zlib
 
 import numpy as np
 
+from manifold_metric import config
 from manifold_metric.io import InputError, atomic_path
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_DIR = config.FASHION_MNIST_DIR
 KEYS = ("x_train", "y_train", "x_val", "y_val", "num_classes")
 
-_FASHION_HINT = ("install it with `apt-get install dataset-fashion-mnist` or pass data_dir "
-                 "with the IDX files from https://github.com/zalandoresearch/fashion-mnist")
+_FASHION_URL = "https://github.com/zalandoresearch/fashion-mnist"
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+
+def _fashion_hint(data_dir) -> str:
+  """What to do about Fashion-MNIST files that are missing or broken in data_dir."""
+  if os.path.abspath(data_dir) != FASHION_MNIST_DIR:
+    return f"put the IDX files from {_FASHION_URL} in {data_dir}"
+  if os.path.isdir(FASHION_MNIST_DIR):
+    return ("Debian's dataset-fashion-mnist is installed but its files are incomplete: "
+            "reinstall it (apt-get install --reinstall dataset-fashion-mnist)")
+  return ("install Debian's package (apt-get install dataset-fashion-mnist), or use the "
+          "subset shipped with the package (dataset path: bundled)")
 
 
 # IDX (Fashion-MNIST) ------------------------------------------------------------------
@@ -32,32 +43,33 @@ _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 def read_idx(path, ndim: int) -> np.ndarray:
   """A uint8 IDX array (gzipped or not) of `ndim` dimensions, validated."""
+  hint = _fashion_hint(os.path.dirname(os.fspath(path)) or ".")
   try:
     with open(path, "rb") as f:
       raw = f.read()
   except OSError as e:
     raise InputError(f"cannot read IDX file {path} ({type(e).__name__}: {e}); "
-                     f"{_FASHION_HINT}") from e
+                     f"{hint}") from e
   if raw[:2] == b"\x1f\x8b":
     try:
       raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
       raise InputError(f"IDX file {path} is a truncated or corrupt gzip file "
-                       f"({type(e).__name__}: {e}); {_FASHION_HINT}") from e
+                       f"({type(e).__name__}: {e}); {hint}") from e
   # Magic: two zero bytes, type code 0x08 (unsigned byte), number of dimensions.
   magic = bytes([0, 0, 8, ndim])
   if raw[:4] != magic:
     raise InputError(f"IDX file {path} starts with {raw[:4].hex()}, expected the magic "
-                     f"{magic.hex()} of a {ndim}-d uint8 IDX file; {_FASHION_HINT}")
+                     f"{magic.hex()} of a {ndim}-d uint8 IDX file; {hint}")
   header = 4 + 4 * ndim
   if len(raw) < header:
     raise InputError(f"IDX file {path} is truncated: {len(raw)} bytes, shorter than its "
-                     f"{header}-byte header; {_FASHION_HINT}")
+                     f"{header}-byte header; {hint}")
   shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
   size = int(np.prod(shape))
   if len(raw) - header != size:
     raise InputError(f"IDX file {path} has {len(raw) - header} data bytes, expected "
-                     f"{size} for shape {shape} (truncated or corrupt); {_FASHION_HINT}")
+                     f"{size} for shape {shape} (truncated or corrupt); {hint}")
   return np.frombuffer(raw, np.uint8, size, header).reshape(shape)
 
 
@@ -67,29 +79,50 @@ def _idx_path(data_dir, stem):
     if os.path.exists(path):
       return path
   raise InputError(f"expected Fashion-MNIST IDX file {stem}.gz (or {stem}) in {data_dir}; "
-                   f"{_FASHION_HINT}")
+                   f"{_fashion_hint(data_dir)}")
 
 
 def _fashion_mnist_part(data_dir, prefix):
+  hint = _fashion_hint(data_dir)
   images_path = _idx_path(data_dir, f"{prefix}-images-idx3-ubyte")
   labels_path = _idx_path(data_dir, f"{prefix}-labels-idx1-ubyte")
   x, y = read_idx(images_path, 3), read_idx(labels_path, 1)
   if len(x) != len(y):
     raise InputError(f"{images_path} holds {len(x)} images but {labels_path} holds {len(y)} "
-                     f"labels; {_FASHION_HINT}")
+                     f"labels; {hint}")
   if len(y) and y.max() >= 10:
-    raise InputError(f"{labels_path}: labels range up to {y.max()}, expected 0..9; {_FASHION_HINT}")
+    raise InputError(f"{labels_path}: labels range up to {y.max()}, expected 0..9; {hint}")
   return x[..., None], y
 
 
 # CIFAR python pickles -------------------------------------------------------------------
 
 
+class _BatchUnpickler(pickle.Unpickler):
+  """Loads a CIFAR python batch without running code from the file.
+
+  A pickle runs code by naming a callable (a "global") for the loader to
+  call; CIFAR's batches only name numpy's array and dtype reconstructors.
+  Any other global is refused before it is looked up, so a crafted file
+  fails instead of running its payload.
+  """
+  ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+             for n in ("_reconstruct", "scalar")} | {
+                 (m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")} | {
+                 ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+  def find_class(self, module, name):
+    if (module, name) not in self.ALLOWED:
+      raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds "
+                                   "only numpy arrays, lists, dicts and strings")
+    return super().find_class(module, name)
+
+
 def _cifar_part(path, label_key, num_classes, what):
   """(N, 32, 32, 3) uint8 images and labels of one CIFAR python pickle."""
   try:
     with open(path, "rb") as f:
-      d = pickle.load(f, encoding="bytes")
+      d = _BatchUnpickler(f, encoding="bytes").load()
     data, labels = d[b"data"], np.asarray(d[label_key])
   except Exception as e:  # unpickling a truncated or foreign file raises many types
     raise InputError(f"{path} is not a CIFAR python batch (a pickled dict with keys b'data' "
@@ -191,8 +224,17 @@ def _standardize(raw, scale, mean, std):
 # Public API ----------------------------------------------------------------------------
 
 
+def pool(images, factor: int) -> np.ndarray:
+  """Average-pools (N, H, W, C) images by `factor` in both directions."""
+  n, h, w, c = images.shape
+  if h % factor or w % factor:
+    raise ValueError(f"pool factor {factor} does not divide the {h}x{w} images")
+  blocks = images.reshape(n, h // factor, factor, w // factor, factor, c)
+  return blocks.mean(axis=(2, 4), dtype=np.float32)
+
+
 def load(name: str, data_dir=None, *, val_fraction: float = 0.2, split_seed: int = 0,
-         limit: int | None = None, test: bool = False) -> dict:
+         limit: int | None = None, test: bool = False, pool_factor: int = 1) -> dict:
   """Loads, splits and standardizes dataset `name` (one of DATASETS).
 
   data_dir: where the files are (fashion_mnist defaults to FASHION_MNIST_DIR;
@@ -200,7 +242,8 @@ def load(name: str, data_dir=None, *, val_fraction: float = 0.2, split_seed: int
   with scikit-learn). limit keeps the first `limit` training examples; the
   standardization statistics come from the whole training part, so a limited
   run sees a prefix of the full run's arrays. test=True adds x_test, y_test
-  when the dataset has a test split (not digits).
+  when the dataset has a test split (not digits). pool_factor > 1
+  average-pools the images first (e.g. 2: 28x28 -> 14x14).
   """
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
@@ -224,6 +267,10 @@ def load(name: str, data_dir=None, *, val_fraction: float = 0.2, split_seed: int
   else:
     x, y, scale, num_classes, test_part = _cifar(name, data_dir, test)
 
+  if pool_factor > 1:
+    x = pool(x, pool_factor)
+    if test_part is not None:
+      test_part = (pool(test_part[0], pool_factor), test_part[1])
   train, val = split(y, val_fraction, split_seed)
   mean, std = _channel_stats(x[train], scale)
   train = train[:limit]
@@ -242,18 +289,29 @@ def save(ds: dict, path) -> None:
     np.savez(f, **ds)  # a file object, so numpy does not append ".npz" to the name
 
 
-def load_npz(path, keys=KEYS) -> dict:
-  """Reads a dataset written by `save` (with arrays `keys`), or raises
-  InputError naming the file."""
+def _read_npz(path, read):
+  """read(open NpzFile) for a .npz, or an InputError naming the file."""
   path = os.fspath(path)
   try:
     with np.load(path, allow_pickle=False) as z:
-      ds = {k: z[k] for k in z.files}
+      return read(z)
   except FileNotFoundError:
     raise InputError(f"dataset {path} does not exist") from None
   except Exception as e:  # zipfile and numpy raise many types on truncated input
     raise InputError(f"dataset {path} is truncated or corrupt ({type(e).__name__}: {e}); "
                      "delete it and rerun the workflow to rebuild it") from e
+
+
+def npz_keys(path) -> list[str]:
+  """The names of the arrays in a .npz written by `save`."""
+  return _read_npz(path, lambda z: list(z.files))
+
+
+def load_npz(path, keys=KEYS) -> dict:
+  """Reads a dataset written by `save` (with arrays `keys`), or raises
+  InputError naming the file."""
+  path = os.fspath(path)
+  ds = _read_npz(path, lambda z: {k: z[k] for k in z.files})
   missing = [k for k in keys if k not in ds]
   if missing:
     raise InputError(f"dataset {path} lacks {', '.join(missing)}; delete it and rerun the "
@@ -261,11 +319,3 @@ def load_npz(path, keys=KEYS) -> dict:
   if "num_classes" in ds:
     ds["num_classes"] = int(ds["num_classes"])
   return ds
-
-
-def training_batch(ds: dict, seed: int, size: int):
-  """The single training batch (x, y) that the metric and the zero-cost
-  proxies score every model of one seed on, base and candidates alike."""
-  n = len(ds["x_train"])
-  idx = np.sort(np.random.default_rng([seed, 1]).permutation(n)[:min(size, n)])
-  return ds["x_train"][idx], ds["y_train"][idx]

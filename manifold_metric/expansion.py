@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from manifold_metric import models
+from manifold_metric import bert, models
 from manifold_metric.permutations import PermSpec, scale, take
 
 SPLITS = ("uniform", "random")
@@ -101,10 +101,44 @@ def deepen(arch: dict, variables, *, after: int, count: int = 1):
   return arch, {**variables, "params": params}
 
 
+def widen_ffn(arch: dict, variables, key, *, width=None, factor=None,
+              split: str = "random"):
+  """Widens the FFN of every layer of a BERT to `width` or by `factor`.
+
+  Args:
+    arch: a BERT architecture (`bert.arch`).
+    variables: its variables.
+    key: PRNG key for the replicas and shares.
+    width, factor: exactly one; the new width of each layer's FFN is `width`
+      or ceil(old width * factor).
+    split: "random" or "uniform" shares of the replicas.
+
+  Returns:
+    (new arch, new variables), the same function as before.
+  """
+  groups = bert.neuron_groups(arch)
+  arch = copy.deepcopy(arch)
+  for i, k in enumerate(jax.random.split(key, arch["layers"])):
+    group = groups[f"ffn_{i}"]
+    arch["ffn"][i] = target_width(group.size, width, factor)
+    variables = widen(group, variables, arch["ffn"][i], k, split)
+  return arch, variables
+
+
 def expand(arch: dict, variables, spec: dict, key):
-  """Applies an expansion described as plain data (the config's entries):
-  {"kind": "widen_first", "width": 16} or {"kind": "widen_first", "factor": 2},
-  {"kind": "widen_all", "factor": 1.5}, {"kind": "deepen", "after": 2, "count": 1}.
+  """Applies an expansion described as plain data (the config's entries).
+
+  Args:
+    arch: the base architecture.
+    variables: its variables.
+    spec: {"kind": "widen_first", "width": 16} or {"kind": "widen_first",
+      "factor": 2}, {"kind": "widen_all", "factor": 1.5}, {"kind": "deepen",
+      "after": 2, "count": 1}, or BERT's {"kind": "widen_ffn", "width": 1024};
+      optionally "split".
+    key: PRNG key (widening only).
+
+  Returns:
+    (new arch, new variables), the same function as before.
   """
   kind = spec["kind"]
   split = spec.get("split", "random")
@@ -115,8 +149,11 @@ def expand(arch: dict, variables, spec: dict, key):
     return widen_all(arch, variables, key, factor=spec["factor"], split=split)
   if kind == "deepen":
     return deepen(arch, variables, after=spec["after"], count=spec.get("count", 1))
+  if kind == "widen_ffn":
+    return widen_ffn(arch, variables, key, width=spec.get("width"),
+                     factor=spec.get("factor"), split=split)
   raise ValueError(f"unknown expansion kind {kind!r}; expected widen_first, "
-                   "widen_all or deepen")
+                   "widen_all, deepen or widen_ffn")
 
 
 def target_width(size: int, width, factor) -> int:

@@ -1,49 +1,22 @@
-"""Checkpoints and tables on disk: atomic writes, errors that name the file.
-
-Every writer writes to a temporary name in the target's directory and renames
-it into place, so a killed job never leaves a truncated file under the real
-name. Every reader turns a missing, truncated or corrupt file into an
-`InputError` that names the file and says what to do.
+"""Checkpoints and tables on disk, written atomically (`files.atomic_path`):
+a killed job never leaves a truncated file under the real name. Every reader
+turns a missing, truncated or corrupt file into an `InputError` that names
+the file and says what to do; a table with no rows is never written.
 """
 
-import contextlib
 import json
 import os
-import tempfile
 
-import jax
 import numpy as np
 import pandas as pd
-from flax import serialization
 
-
-class InputError(RuntimeError):
-  """A file given as input is missing or not what it should be."""
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-  """Yields a temporary path beside `path`; renames it to `path` on success."""
-  path = os.fspath(path)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                             dir=os.path.dirname(path) or ".")
-  os.close(fd)
-  # mkstemp makes the file private (0600); results must get the permissions of
-  # any file the user writes (the umask), e.g. group-readable on a cluster.
-  umask = os.umask(0o022)
-  os.umask(umask)
-  os.chmod(tmp, 0o666 & ~umask)
-  try:
-    yield tmp
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+from manifold_metric.files import InputError, atomic_path  # noqa: F401  (re-exported)
 
 
 def save_checkpoint(path, arch: dict, variables, meta: dict | None = None) -> None:
   """One msgpack file: the architecture (plain data), variables, metadata."""
+  import jax  # imported here: table and figure jobs never pay for importing JAX and Flax
+  from flax import serialization
   state = {"arch": json.dumps(arch), "meta": json.dumps(meta or {}),
            "variables": jax.tree.map(np.asarray, serialization.to_state_dict(variables))}
   with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -52,6 +25,7 @@ def save_checkpoint(path, arch: dict, variables, meta: dict | None = None) -> No
 
 def load_checkpoint(path):
   """Returns (arch, variables, meta) or raises InputError naming the file."""
+  from flax import serialization  # see save_checkpoint
   path = os.fspath(path)
   try:
     with open(path, "rb") as f:
@@ -65,6 +39,10 @@ def load_checkpoint(path):
 
 
 def write_table(df: pd.DataFrame, path) -> None:
+  """Writes a Parquet table atomically; a table with no rows is an error, so
+  that an empty result never passes for a computed one."""
+  if df.empty:
+    raise ValueError(f"refusing to write {path}: the table has no rows")
   with atomic_path(path) as tmp:
     df.to_parquet(tmp, index=False)
 

@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from manifold_metric import archs
 from manifold_metric.permutations import Axis, PermSpec
 
-KINDS = ("mlp", "cnn", "resnet18")
+KINDS = archs.IMAGE_KINDS
 
 
 class MLP(nn.Module):
@@ -143,16 +144,10 @@ def build(arch: dict) -> nn.Module:
 
 
 def default_arch(kind: str, num_classes: int, **sizes) -> dict:
-  """The paper's shapes (Table 2), overridable per size key."""
-  base = {
-      "mlp": {"hidden": [20]},
-      "cnn": {"channels": [8, 32], "dense": 256},
-      "resnet18": {"stages": [64, 128, 256, 512],
-                   "mids": [[64, 64], [128, 128], [256, 256], [512, 512]]},
-  }
-  if kind not in base:
+  """The paper's shapes (Table 2, `archs.IMAGE_DEFAULTS`), overridable per size key."""
+  if kind not in KINDS:
     raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
-  return {"kind": kind, **base[kind], **sizes, "num_classes": num_classes}
+  return {**archs.sizes({"kind": kind, **sizes}), "num_classes": num_classes}
 
 
 def has_batch_norm(arch: dict) -> bool:
@@ -221,16 +216,51 @@ def _probe(arch_json: str) -> Probe:
 
 
 # ---------------------------------------------------------------- neuron groups
+# As in Git Re-Basin's permutation specs, each layer helper lists the axes the
+# layer puts in each group, as (group, Axis) pairs; group None is no neuron
+# group (the image's channels, the classes). `_groups` collects a network's
+# layers into PermSpecs, each group's axes in layer order.
 
 
-def _conv(name, role):  # kernel (h, w, in, out)
-  return Axis(f"params/{name}/kernel", 3 if role == "out" else 2, role)
+def _conv(name, p_in, p_out):  # kernel (h, w, in, out)
+  k = f"params/{name}/kernel"
+  return [(p_in, Axis(k, 2, "in")), (p_out, Axis(k, 3))]
 
 
-def _bn_axes(name):
-  return tuple(Axis(f"{c}/{name}/{p}", 0) for c, p in (
+def _dense(name, p_in, p_out):  # kernel (in, out); a flattened conv map's in is pixels x channels
+  k = f"params/{name}/kernel"
+  return [(p_in, Axis(k, 0, "in")), (p_out, Axis(k, 1)), *_bias(name, p_out)]
+
+
+def _bias(name, p):
+  return [(p, Axis(f"params/{name}/bias", 0))]
+
+
+def _norm(name, p):  # BatchNorm: affine parameters and running statistics
+  return [(p, Axis(f"{c}/{name}/{leaf}", 0)) for c, leaf in (
       ("params", "scale"), ("params", "bias"),
-      ("batch_stats", "mean"), ("batch_stats", "var")))
+      ("batch_stats", "mean"), ("batch_stats", "var"))]
+
+
+def _block(name, p_in, p_out):
+  """A basic block reading residual stream p_in and writing p_out; its inner
+  group is `<name>_mid`. A 1x1 projection joins the streams where they differ."""
+  mid = f"{name}_mid"
+  proj = (_conv(f"{name}/proj_conv", p_in, p_out) + _norm(f"{name}/proj_bn", p_out)
+          if p_in != p_out else [])
+  return (_conv(f"{name}/conv1", p_in, mid) + _norm(f"{name}/bn1", mid) + proj
+          + _conv(f"{name}/conv2", mid, p_out) + _norm(f"{name}/bn2", p_out))
+
+
+def _groups(sizes: dict[str, int], *layers) -> dict[str, PermSpec]:
+  """A PermSpec per group of `sizes`, in its order; the first is the stem's
+  output (stem_axis=-1). Naming a group not in `sizes` raises a KeyError."""
+  axes = {g: [] for g in sizes}
+  for g, axis in (pair for layer in layers for pair in layer):
+    if g is not None:
+      axes[g].append(axis)
+  return {g: PermSpec(n, tuple(axes[g]), -1 if i == 0 else None)
+          for i, (g, n) in enumerate(sizes.items())}
 
 
 def neuron_groups(arch: dict) -> dict[str, PermSpec]:
@@ -239,53 +269,35 @@ def neuron_groups(arch: dict) -> dict[str, PermSpec]:
   The first group's neurons are the stem's output channels (stem_axis=-1).
   """
   _check(arch)
-  kind = arch["kind"]
-  groups = {}
-  if kind == "mlp":
-    hidden = arch["hidden"]
-    for i, h in enumerate(hidden):
-      nxt = f"hiddens_{i + 1}" if i + 1 < len(hidden) else "out"
-      groups[f"hiddens_{i}"] = PermSpec(h, (
-          Axis(f"params/hiddens_{i}/kernel", 1), Axis(f"params/hiddens_{i}/bias", 0),
-          Axis(f"params/{nxt}/kernel", 0, "in")), -1 if i == 0 else None)
-  elif kind == "cnn":
-    chans = arch["channels"]
-    for i, c in enumerate(chans):
-      # The last conv feeds flatten -> fc: its channels repeat once per pixel.
-      consumer = (_conv(f"convs_{i + 1}", "in") if i + 1 < len(chans)
-                  else Axis("params/fc/kernel", 0, "in"))
-      groups[f"convs_{i}"] = PermSpec(c, (
-          _conv(f"convs_{i}", "out"), Axis(f"params/convs_{i}/bias", 0), consumer),
-          -1 if i == 0 else None)
-  else:
-    groups.update(_resnet_groups(arch))
-  return groups
+  if arch["kind"] == "mlp":
+    hs = [f"hiddens_{i}" for i in range(len(arch["hidden"]))]
+    return _groups(dict(zip(hs, arch["hidden"])),
+                   *(_dense(h, p, h) for h, p in zip(hs, [None, *hs])),
+                   _dense("out", hs[-1], None))
+  if arch["kind"] == "cnn":
+    cs = [f"convs_{i}" for i in range(len(arch["channels"]))]
+    return _groups(dict(zip(cs, arch["channels"])),
+                   *(_conv(c, p, c) + _bias(c, c) for c, p in zip(cs, [None, *cs])),
+                   _dense("fc", cs[-1], None))  # its outputs are no group (yet)
+  return _resnet_groups(arch)
 
 
 def _resnet_groups(arch: dict) -> dict[str, PermSpec]:
-  """Stage s's residual stream is one group (stage 0's includes the stem);
-  each block's inner channels (conv1 out -> conv2 in) are another."""
-  groups, b = {}, 0
-  stream = [_conv("stem_conv", "out"), *_bn_axes("stem_bn")]
-  for s, (out, mids) in enumerate(zip(arch["stages"], arch["mids"])):
-    for j, mid in enumerate(mids):
-      name = f"blocks_{b}"
-      stream.append(_conv(f"{name}/conv1", "in"))
-      if s > 0 and j == 0:
-        stream.append(_conv(f"{name}/proj_conv", "in"))
-        groups[f"stage_{s - 1}"] = PermSpec(arch["stages"][s - 1], tuple(stream),
-                                            -1 if s == 1 else None)
-        stream = [_conv(f"{name}/proj_conv", "out"), *_bn_axes(f"{name}/proj_bn")]
-      stream += [_conv(f"{name}/conv2", "out"), *_bn_axes(f"{name}/bn2")]
-      groups[f"{name}_mid"] = PermSpec(mid, (
-          _conv(f"{name}/conv1", "out"), *_bn_axes(f"{name}/bn1"),
-          _conv(f"{name}/conv2", "in")), None)
-      b += 1
-  stream.append(Axis("params/out/kernel", 0, "in"))
-  last = len(arch["stages"]) - 1
-  groups[f"stage_{last}"] = PermSpec(arch["stages"][last], tuple(stream),
-                                     -1 if last == 0 else None)
-  return dict(sorted(groups.items(), key=lambda kv: kv[0] != "stage_0"))
+  """Stage s's residual stream is group stage_s (stage 0's includes the stem);
+  block b's inner channels (conv1 out -> conv2 in) are blocks_b_mid."""
+  blocks = [(s, mid) for s, mids in enumerate(arch["mids"]) for mid in mids]  # (stage, width)
+  reads = [0, *(s for s, _ in blocks)]  # block b reads block b - 1's stream, the head the last
+  # Order: the stem's stream first (first_group), then each stage's inner groups
+  # and its stream (widen_all draws one key per group in this order).
+  sizes = {"stage_0": arch["stages"][0]}
+  for s, width in enumerate(arch["stages"]):
+    sizes |= {f"blocks_{b}_mid": mid for b, (t, mid) in enumerate(blocks) if t == s}
+    sizes |= {f"stage_{s}": width}
+  return _groups(sizes,
+                 _conv("stem_conv", None, "stage_0"), _norm("stem_bn", "stage_0"),
+                 *(_block(f"blocks_{b}", f"stage_{reads[b]}", f"stage_{s}")
+                   for b, (s, _) in enumerate(blocks)),
+                 _dense("out", f"stage_{reads[-1]}", None))
 
 
 def first_group(arch: dict) -> PermSpec:

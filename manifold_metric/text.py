@@ -7,7 +7,9 @@ id stream into fixed-length chunks (no padding), and mask as BERT does.
 """
 
 import collections
+import gzip
 import json
+import lzma
 import os
 
 import jax
@@ -24,27 +26,37 @@ SPECIAL_IDS = tuple(range(len(SPECIALS)))
 EOS = "<eos>"
 
 
+# A split is read as it is, or compressed (the copy shipped with the package).
+_OPENERS = {".xz": lzma.open, ".gz": gzip.open, "": open}
+
+
 def split_path(data_dir, split: str) -> str:
+  """The split's file in data_dir: wiki.<split>.tokens, or the same with
+  .xz or .gz (read as they are); the plain name if none exists."""
   if split not in SPLITS:
     raise ValueError(f"unknown WikiText split {split!r}; expected one of {SPLITS}")
-  return os.path.join(os.fspath(data_dir), f"wiki.{split}.tokens")
+  plain = os.path.join(os.fspath(data_dir), f"wiki.{split}.tokens")
+  return next((plain + ext for ext in (".xz", ".gz") if os.path.exists(plain + ext)), plain)
 
 
 def read_split(data_dir, split: str) -> list[str]:
   """The split's whitespace tokens, with `<eos>` after every non-empty line."""
   path = split_path(data_dir, split)
   expected = f"the WikiText-103 {split} split as tokenized UTF-8 text (wiki.{split}.tokens)"
+  opener = next(f for ext, f in _OPENERS.items() if path.endswith(ext))
   try:
-    with open(path, encoding="utf-8") as f:
+    with opener(path, "rt", encoding="utf-8") as f:
       tokens = [t for line in f if line.strip() for t in (*line.split(), EOS)]
   except FileNotFoundError:
     raise io.InputError(f"{path} does not exist; expected {expected}") from None
   except UnicodeDecodeError as e:
     raise io.InputError(f"{path} is not UTF-8 text ({e}); expected {expected}") from None
+  except (OSError, EOFError, lzma.LZMAError) as e:  # a truncated or corrupt archive
+    raise io.InputError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); "
+                        f"expected {expected}") from None
   if not tokens:
     raise io.InputError(f"{path} holds no tokens; expected {expected}")
   return tokens
-
 
 
 def build_vocab(tokens, max_size: int) -> list[str]:
@@ -124,6 +136,10 @@ def prepare(data_dir, vocab, *, train_split: str, val_split: str, seq_len: int,
             max_tokens: int | None = None) -> dict:
   """Training and validation sequences of a WikiText directory, encoded with
   `vocab`; max_tokens keeps the first tokens of each split (quick runs)."""
-  ds = {name: sequences(encode(read_split(data_dir, split)[:max_tokens], vocab), seq_len)
-        for name, split in zip(TEXT_KEYS, (train_split, val_split))}
+  ds = {}
+  for name, split in zip(TEXT_KEYS, (train_split, val_split)):
+    try:
+      ds[name] = sequences(encode(read_split(data_dir, split)[:max_tokens], vocab), seq_len)
+    except ValueError as e:  # too short for one sequence
+      raise io.InputError(f"{split_path(data_dir, split)}: {e}") from None
   return {**ds, "vocab_size": len(vocab)}

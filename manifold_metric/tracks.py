@@ -1,54 +1,40 @@
-"""One entry point per operation for both tracks (image classifiers and
-BERT), dispatched on the architecture's kind, so workflow scripts need not
-know which track they serve."""
+"""Both tracks behind one interface: image classifiers (MLP, CNN, ResNet18)
+and BERT differ in their data, models, neuron groups and expansions. Each
+function here serves both, dispatched on the architecture's kind, so that
+workflow scripts never branch on the track."""
 
 import jax
 import numpy as np
 
-from manifold_metric import bert, data, expansion, models, text, train
+from manifold_metric import bert, data, models, text
+from manifold_metric.archs import is_lm
 
 
-def is_lm(arch: dict) -> bool:
-  return arch["kind"] == "bert"
+def load_dataset(path) -> dict:
+  """A prepared dataset (.npz) of either track.
 
+  Args:
+    path: written by `data.save` from `data.load` or `text.prepare`.
 
-def probe_and_spec(arch: dict, group: str | None = None):
-  """The (Probe, PermSpec) of a neuron group; None means the metric's
-  default: the first layer, or layer 0's FFN for BERT."""
-  if is_lm(arch):
-    group = group or "ffn_0"
-    return bert.probe(arch, group), bert.spec(arch, group)
-  spec = models.neuron_groups(arch)[group] if group else models.first_group(arch)
-  return models.probe(arch), spec
-
-
-def expand(arch: dict, variables, spec: dict, key):
-  """Applies a config expansion entry; 'widen_ffn' is BERT's."""
-  if spec["kind"] == "widen_ffn":
-    return bert.widen_ffn(arch, variables, key, width=spec.get("width"),
-                          factor=spec.get("factor"), split=spec.get("split", "random"))
-  return expansion.expand(arch, variables, spec, key)
-
-
-def metric_batch(arch: dict, ds: dict, seed: int, size: int):
-  """The single training batch every model of one seed is probed on. For
-  BERT: `size` training sequences, masked once with a key from the seed."""
-  if not is_lm(arch):
-    return data.training_batch(ds, seed, size)
-  seqs = ds["train"]
-  idx = np.sort(np.random.default_rng([seed, 1]).permutation(len(seqs))[:size])
-  return bert.probe_batch(text.mask_tokens(jax.random.key(seed), seqs[idx], arch["vocab_size"]))
-
-
-def load_dataset(path):
-  """A prepared dataset (.npz) of either track."""
-  with np.load(path) as z:
-    keys = text.TEXT_KEYS if "train" in z.files else data.KEYS
+  Returns:
+    The dataset's arrays; an `io.InputError` names the file if it is missing
+    or unreadable.
+  """
+  keys = text.TEXT_KEYS if "train" in data.npz_keys(path) else data.KEYS
   return data.load_npz(path, keys)
 
 
 def build_arch(model: dict, ds: dict) -> dict:
-  """The architecture of a config `model` entry for a prepared dataset."""
+  """The architecture of a config `model` entry for a prepared dataset.
+
+  Args:
+    model: {"kind": ..., size overrides} (see `archs.sizes`).
+    ds: the prepared dataset, which gives the classes or the vocabulary.
+
+  Returns:
+    The architecture as plain data, with num_classes, or BERT's vocab_size
+    and max_len (the dataset's sequence length).
+  """
   sizes = {k: v for k, v in model.items() if k not in ("kind", "preset")}
   if model["kind"] == "bert":
     return bert.arch(model.get("preset", "tinybert"), int(ds["vocab_size"]),
@@ -57,19 +43,49 @@ def build_arch(model: dict, ds: dict) -> dict:
 
 
 def init(arch: dict, key, ds: dict):
+  """Fresh variables of `arch` for the dataset's inputs."""
   if is_lm(arch):
     return bert.init(arch, key)
   return models.init(arch, key, ds["x_train"].shape[1:])
 
 
-def performance(arch: dict, variables, ds: dict, hp: dict) -> float:
-  """Validation accuracy, or -log(validation MLM loss) for BERT."""
+def probe_and_spec(arch: dict, group: str | None = None):
+  """The (Probe, PermSpec) of a neuron group.
+
+  Args:
+    arch: the model.
+    group: a name from `models.neuron_groups` / `bert.neuron_groups`; None is
+      the metric's default, the first layer (layer 0's FFN for BERT).
+
+  Returns:
+    The loss as head(stem(x)) and the group's permutation spec, as
+    `barrier.barrier_set` takes them.
+  """
   if is_lm(arch):
-    return float(bert.performance(train.lm_val_loss(arch, variables, ds, hp)))
-  return train.accuracy(arch, variables, ds["x_val"], ds["y_val"])
+    group = group or "ffn_0"
+    return bert.probe(arch, group), bert.spec(arch, group)
+  spec = models.neuron_groups(arch)[group] if group else models.first_group(arch)
+  return models.probe(arch), spec
 
 
-def run_epochs(arch: dict, variables, ds: dict, **kwargs):
-  """train.run_epochs or train.run_lm_epochs, by track."""
-  runner = train.run_lm_epochs if is_lm(arch) else train.run_epochs
-  return runner(arch, variables, ds, **kwargs)
+def group_name(arch: dict, group: str | None = None) -> str:
+  """The name of the neuron group `probe_and_spec(arch, group)` permutes."""
+  if group:
+    return group
+  return "ffn_0" if is_lm(arch) else next(iter(models.neuron_groups(arch)))
+
+
+def check_preserved(arch: dict, before: float, after: float, what: str) -> None:
+  """Raises a RuntimeError naming `what` unless an expansion kept the
+  validation performance: accuracy exactly (the predictions are the same),
+  BERT's -log MLM loss to float32 round-off (1e-4 relative)."""
+  tol = 1e-4 * abs(before) if is_lm(arch) else 0.0
+  if abs(after - before) > tol:
+    raise RuntimeError(f"{what} changed the validation performance from {before} to {after}: "
+                       "it is not function-preserving")
+
+
+def param_count(variables) -> int:
+  """Trainable parameters of a model: the size baseline every score is
+  compared with."""
+  return int(sum(np.size(leaf) for leaf in jax.tree.leaves(variables["params"])))

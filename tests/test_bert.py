@@ -1,16 +1,11 @@
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from manifold_metric import barrier, bert, permutations, text
-from tests.workflow import ROOT
+from manifold_metric import barrier, bert, config, expansion, permutations, text
 
-# ../shared beside the repository, as in CI.
-DATA = str(ROOT.parent / "shared" / "data" / "wikitext-103")
-pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason=f"{DATA} is missing")
+DATA = config.bundled_dir("wikitext")  # the real text shipped with the package
 VOCAB, SEQ = 2000, 32
 ARCH = bert.arch("tinybert", VOCAB, max_len=64, hidden=32, heads=2, ffn=64)
 MASK = jax.jit(text.mask_tokens, static_argnames=("vocab_size", "rate", "special_ids"))
@@ -131,14 +126,15 @@ def test_neuron_groups_and_specs():
 
 @pytest.mark.parametrize("how", [{"width": 96}, {"factor": 2.0}])
 def test_widen_ffn_preserves_function(variables, batch, how):
-  arch, wide = bert.widen_ffn(ARCH, variables, jax.random.key(5), **how)
+  arch, wide = expansion.widen_ffn(ARCH, variables, jax.random.key(5), **how)
   new = 96 if "width" in how else 128
   assert arch["ffn"] == [new, new] and ARCH["ffn"] == [64, 64]
   for i in range(2):
     assert wide["params"][f"layers_{i}"]["ffn_in"]["kernel"].shape == (32, new)
     assert wide["params"][f"layers_{i}"]["ffn_out"]["kernel"].shape == (new, 32)
   (logits, loss), (want_logits, want_loss) = _fns(arch)(wide, batch), FWD(variables, batch)
-  np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
+  # float32: the random split reorders sums; bound relative to the logits' scale.
+  np.testing.assert_allclose(logits, want_logits, rtol=0, atol=1e-5 * np.abs(want_logits).max())
   np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
   for spec in bert.neuron_groups(arch).values():  # the new arch's specs fit
     permutations.check(spec, wide)
@@ -168,33 +164,3 @@ def test_barrier_set_matches_literal(variables, batch, group):
     want.append(abs(float(FWD(barrier.interpolate(va, vb, 0.5), batch)[1] - base)))
   assert min(want) > 1e-3
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-
-
-def test_training_lowers_loss(data):
-  train, evals = data[0][:512], data[1][:96]
-  variables = bert.init(ARCH, jax.random.key(0))
-  steps = 2 * bert.steps_per_epoch(len(train), 16)
-  tx = bert.make_optimizer(total_steps=steps, lr=2e-3, warmup=4)
-  opt_state = bert.init_optimizer(tx, variables)
-  key = jax.random.key(11)
-  before = bert.evaluate(ARCH, variables, evals, key, batch_size=40)  # pads the last batch
-  assert before == bert.evaluate(ARCH, variables, evals, key, batch_size=40)
-  sums = []
-  for epoch in range(2):
-    variables, opt_state, total = bert.train_epoch(ARCH, tx, variables, opt_state, train,
-                                                   seed=0, epoch=epoch, batch_size=16)
-    sums.append(total)
-  after = bert.evaluate(ARCH, variables, evals, key, batch_size=40)
-  assert after < before - 1.0, (before, after)
-  assert sums[1] < sums[0] < 32 * before
-  assert np.isfinite(bert.performance(after)) and bert.performance(after) > bert.performance(before)
-
-  broken = jax.tree.map(lambda x: x * jnp.nan, variables)
-  with pytest.raises(RuntimeError, match="tiny-run: training loss is nan in epoch 2"):
-    bert.train_epoch(ARCH, tx, broken, opt_state, train, seed=0, epoch=2, batch_size=16,
-                     run="tiny-run")
-
-
-def test_make_optimizer_rejects_warmup_beyond_schedule():
-  with pytest.raises(ValueError, match="warmup"):
-    bert.make_optimizer(total_steps=100)

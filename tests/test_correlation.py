@@ -4,7 +4,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
+from manifold_metric import correlation
 from manifold_metric.correlation import METHODS, correlations, rank_correlation, summarize
 
 
@@ -43,6 +45,19 @@ def test_degenerate_inputs_are_nan_without_warnings(method):
     assert math.isnan(rank_correlation([1], [2], method))
     assert math.isnan(rank_correlation([], [], method))
     assert math.isnan(rank_correlation([1, np.nan, 3], [1, 2, 3], method))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_rounding_is_a_tie(method):
+  # Equal in exact arithmetic, apart in float32 rounding: a constant score.
+  jacov = np.float32(-3.2541) * (1 + np.array([0, 1, -2, 3]) * np.finfo(np.float32).eps)
+  assert math.isnan(rank_correlation(jacov, [1, 2, 3, 4], method))
+  # Two such ties among distinct values rank as ties, not by their noise.
+  a = np.array([1.0, 1.0 + 1e-7, 2.0, 3.0])
+  assert rank_correlation(a, [2, 1, 3, 4], "kendall") == pytest.approx(
+      rank_correlation([1, 1, 2, 3], [2, 1, 3, 4], "kendall"))
+  # Distinct values well above the tolerance keep their order.
+  assert rank_correlation([1.0, 1.001, 1.002], [1, 2, 3], method) == pytest.approx(1.0)
 
 
 def test_bad_arguments_raise():
@@ -84,8 +99,8 @@ def test_correlations_long_format():
 def test_summarize_over_seeds():
   corr = correlations(_candidates(), ["good", "bad", "const"], "gain", methods=["kendall"])
   s = summarize(corr).set_index(["setting", "metric", "method", "epoch"])
-  assert list(s.columns) == ["mean", "std", "count"]
-  assert len(s) == 2 * 3 * 2
+  assert list(s.columns) == ["mean", "std", "count", "seeds", "ci_low", "ci_high"]
+  assert len(s) == 2 * 3 * 2 and (s.seeds == 2).all()
   # Seeds 0 and 1 of mlp-mnist at epoch 5 give -1 and +1: mean 0, std sqrt(2).
   row = s.loc[("mlp-mnist", "bad", "kendall", 5)]
   assert row["mean"] == pytest.approx(0.0) and row["std"] == pytest.approx(math.sqrt(2))
@@ -94,6 +109,7 @@ def test_summarize_over_seeds():
   assert row["mean"] == pytest.approx(-1.0) and row["std"] == pytest.approx(0.0)
   const = s.loc[("cnn-c10", "const", "kendall", 1)]
   assert math.isnan(const["mean"]) and math.isnan(const["std"]) and const["count"] == 0
+  assert math.isnan(const["ci_low"])  # undefined on every seed: no interval
 
 
 def test_summarize_skips_nan_seeds():
@@ -103,3 +119,52 @@ def test_summarize_skips_nan_seeds():
   assert row["mean"] == pytest.approx(0.4)
   assert row["std"] == pytest.approx(np.std([0.2, 0.6], ddof=1))
   assert row["count"] == 2
+
+
+def test_summary_interval_is_the_t_interval_of_the_mean():
+  values = [0.2, 0.5, 0.9, 0.4]
+  corr = pd.DataFrame(dict(setting="s", metric="m", method="kendall", epoch=0,
+                           seed=range(4), value=values))
+  row = summarize(corr).iloc[0]
+  half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
+  assert row["ci_low"] == pytest.approx(np.mean(values) - half)
+  assert row["ci_high"] == pytest.approx(np.mean(values) + half)
+  one = summarize(corr.iloc[:1]).iloc[0]
+  assert one["count"] == 1 and math.isnan(one["ci_low"])
+
+
+def _metric_rows():
+  """A metric table of 3 candidates x 2 seeds x epochs 0, 1 at q 0.2/0.4, n 50."""
+  rows = []
+  for seed in (0, 1):
+    for cand, (m0, g) in enumerate([(10.0, 0.1), (30.0, 0.3), (20.0, 0.2)]):
+      for epoch in (0, 1):
+        for q in (0.2, 0.4):
+          rows.append(dict(setting="s", expansion=f"e{cand}", seed=seed, epoch=epoch, q=q, n=50,
+                           M=m0 * (2 if q == 0.4 else 1) - epoch, gain=g * epoch, gain_best=g,
+                           sotl_e=np.nan if epoch == 0 else -1.0 / g))
+  return pd.DataFrame(rows)
+
+
+def test_score_table_and_setting_correlations():
+  metrics = _metric_rows()
+  scores = pd.DataFrame([dict(setting="s", expansion=e, seed=seed, epoch=0, size=size, snip=-size)
+                         for seed in (0, 1)
+                         for e, size in (("base", 1), ("e0", 10), ("e1", 30), ("e2", 20))])
+  table = correlation.score_table(metrics, scores, 0.4, 50)
+  assert {"manifold", "manifold_q0.2", "manifold_q0.4", "sotl_e", "size", "snip",
+          "gain_best"} <= set(table)
+  assert table[table.epoch == 1][["size", "snip"]].isna().all().all()
+  corr = correlation.setting_correlations(table, once=["size", "snip"])
+  k = corr[corr.method == "kendall"].set_index(["metric", "seed", "epoch"]).value
+  assert k[("manifold", 0, 0)] == pytest.approx(1.0) and k[("size", 1, 0)] == pytest.approx(1.0)
+  assert k[("snip", 0, 0)] == pytest.approx(-1.0)
+  assert ("size", 0, 1) not in k.index  # scored once, at t = 0
+  assert math.isnan(k[("sotl_e", 0, 0)]) and k[("sotl_e", 0, 1)] == pytest.approx(1.0)
+
+
+def test_sensitivity_over_the_grid():
+  sens = correlation.sensitivity(_metric_rows())
+  assert set(zip(sens.q, sens.n)) == {(0.2, 50), (0.4, 50)}
+  assert (sens.epoch == 0).all()
+  np.testing.assert_allclose(sens.value, 1.0)

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from manifold_metric import data
+from manifold_metric import config, data
 from manifold_metric.io import InputError
 
-FASHION = data.FASHION_MNIST_DIR
-needs_fashion = pytest.mark.skipif(
-    not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")),
-    reason=f"Fashion-MNIST not installed in {FASHION} (apt-get install dataset-fashion-mnist)")
+# The real subset shipped with the package (Debian's full copy is optional).
+FASHION = config.bundled_dir("fashion_mnist")
+DEBIAN = data.FASHION_MNIST_DIR
 
 
 def standardized(raw, train_raw):
@@ -101,21 +100,54 @@ def idx_bytes(a, magic=None):
   return head + np.asarray(a.shape, ">u4").tobytes() + a.tobytes()
 
 
-@needs_fashion
-def test_fashion_mnist_real_files():
-  ds = data.load("fashion_mnist", test=True)
-  assert ds["x_train"].shape == (48000, 28, 28, 1)
-  assert ds["x_val"].shape == (12000, 28, 28, 1)
-  assert ds["x_test"].shape == (10000, 28, 28, 1)
+def test_fashion_mnist_bundled_subset():
+  ds = data.load("fashion_mnist", FASHION)
+  assert ds["x_train"].shape == (16000, 28, 28, 1)
+  assert ds["x_val"].shape == (4000, 28, 28, 1)
   assert ds["num_classes"] == 10
-  np.testing.assert_array_equal(np.bincount(ds["y_val"]), [1200] * 10)
-  np.testing.assert_array_equal(np.bincount(ds["y_train"]), [4800] * 10)
-  np.testing.assert_array_equal(np.bincount(ds["y_test"]), [1000] * 10)
+  counts = [1935, 2025, 1982, 2011, 1967, 2010, 2068, 2003, 1971, 2028]  # README.md beside it
+  np.testing.assert_array_equal(np.bincount(ds["y_val"]), np.rint(0.2 * np.array(counts)))
   np.testing.assert_allclose(ds["x_train"].mean(), 0, atol=1e-4)
   np.testing.assert_allclose(ds["x_train"].std(), 1, atol=1e-4)
 
 
-@needs_fashion
+def test_fashion_mnist_default_is_debians_package(monkeypatch, tmp_path):
+  """Without a path, Fashion-MNIST is read from Debian's package; the bundled
+  subset is its first 20,000 training examples. Without the package the
+  error says to install it (or use the bundled subset); with the directory
+  present but broken, to reinstall it."""
+  assert config.dataset_path({"source": "fashion_mnist"}) == DEBIAN
+  if os.path.exists(os.path.join(DEBIAN, "train-images-idx3-ubyte.gz")):
+    full = data.read_idx(os.path.join(DEBIAN, "train-images-idx3-ubyte.gz"), 3)
+    assert full.shape == (60000, 28, 28)
+    np.testing.assert_array_equal(data.read_idx(f"{FASHION}/train-images-idx3-ubyte.gz", 3),
+                                  full[:20000])
+    ds = data.load("fashion_mnist", test=True)
+    assert ds["x_train"].shape == (48000, 28, 28, 1) and ds["x_test"].shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(ds["y_val"]), [1200] * 10)
+  else:
+    with pytest.raises(InputError, match=r"apt-get install dataset-fashion-mnist\), or use the "
+                       r"subset shipped with the package \(dataset path: bundled\)"):
+      data.load("fashion_mnist")
+  absent = tmp_path / "debian-absent"
+  monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(absent))
+  with pytest.raises(InputError, match=r"install Debian's package"):
+    data.load("fashion_mnist", absent)
+  absent.mkdir()
+  with pytest.raises(InputError, match=r"installed but its files are incomplete: reinstall"):
+    data.load("fashion_mnist", absent)
+
+
+def test_pool_averages_blocks():
+  x = np.arange(2 * 4 * 4 * 1, dtype=np.uint8).reshape(2, 4, 4, 1)
+  np.testing.assert_allclose(data.pool(x, 2)[0, :, :, 0], [[2.5, 4.5], [10.5, 12.5]])
+  ds = data.load("fashion_mnist", FASHION, pool_factor=2)
+  assert ds["x_train"].shape == (16000, 14, 14, 1)
+  np.testing.assert_allclose(ds["x_train"].std(), 1, atol=1e-4)
+  with pytest.raises(ValueError, match="does not divide"):
+    data.pool(x, 3)
+
+
 def test_fashion_mnist_uncompressed_subset(tmp_path):
   x = data.read_idx(os.path.join(FASHION, "train-images-idx3-ubyte.gz"), 3)[:500]
   y = data.read_idx(os.path.join(FASHION, "train-labels-idx1-ubyte.gz"), 1)[:500]
@@ -131,7 +163,6 @@ def test_fashion_mnist_uncompressed_subset(tmp_path):
                              atol=1e-5)
 
 
-@needs_fashion
 def test_fashion_mnist_truncated_gz(tmp_path):
   for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
     raw = open(os.path.join(FASHION, name), "rb").read()
@@ -159,7 +190,8 @@ def test_idx_errors(tmp_path):
   bad.write_bytes(gzip.compress(idx_bytes(images[:1])))  # one image, two labels
   with pytest.raises(InputError, match="1 images"):
     data.load("fashion_mnist", tmp_path)
-  with pytest.raises(InputError, match="apt-get install dataset-fashion-mnist") as e:
+  with pytest.raises(InputError, match=r"put the IDX files from https://github.com/"
+                     r"zalandoresearch/fashion-mnist in .*nowhere") as e:
     data.load("fashion_mnist", tmp_path / "nowhere")
   assert str(tmp_path / "nowhere") in str(e.value)
 
@@ -272,6 +304,44 @@ def test_cifar_errors(tmp_path, cifar_images):
   assert str(batch) in str(e.value)
 
 
+class _Payload:
+  """Pickles as a call of os.system: what a crafted data_batch file would run."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar_pickle_is_refused_without_running(tmp_path, cifar_images):
+  r, g, b, y = cifar_images
+  root = tmp_path / "cifar-10-batches-py"
+  write_cifar10(root, r, g, b, y)
+  marker = tmp_path / "payload-ran"
+  # The payload sits where the labels belong, so plain pickle.load would run it.
+  write_pickle(root / "data_batch_1", {b"labels": _Payload(marker),
+                                       b"data": cifar_rows(r[:10], g[:10], b[:10])})
+  with pytest.raises(InputError, match=r"refusing to load posix\.system") as e:
+    data.load("cifar10", root)
+  assert str(root / "data_batch_1") in str(e.value)
+  assert not marker.exists()
+  with open(root / "data_batch_1", "rb") as f:  # the file really carries a payload
+    pickle.load(f, encoding="bytes")
+  assert marker.exists()
+
+
+def test_cifar_batches_of_any_pickle_protocol_load(tmp_path, cifar_images):
+  r, g, b, y = cifar_images
+  rows = cifar_rows(r[:10], g[:10], b[:10])
+  for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+    path = tmp_path / f"p{protocol}"
+    path.write_bytes(pickle.dumps({b"labels": list(y[:10]), b"data": rows}, protocol=protocol))
+    images, labels = data._cifar_part(path, b"labels", 10, "")
+    np.testing.assert_array_equal(labels, y[:10])
+    assert images.shape == (10, 32, 32, 3)
+
+
 # npz cache --------------------------------------------------------------------------------
 
 
@@ -296,14 +366,3 @@ def test_npz_round_trip_and_corruption(tmp_path):
     data.load_npz(path)
   with pytest.raises(InputError, match="does not exist"):
     data.load_npz(tmp_path / "missing.npz")
-
-
-def test_training_batch_is_seeded_and_shared():
-  ds = data.load("digits")
-  x0, y0 = data.training_batch(ds, 0, 512)
-  x0b, _ = data.training_batch(ds, 0, 512)
-  x1, _ = data.training_batch(ds, 1, 512)
-  assert x0.shape == (512, 8, 8, 1) and y0.shape == (512,)
-  np.testing.assert_array_equal(x0, x0b)
-  assert not np.array_equal(x0, x1)
-  assert len(data.training_batch(ds, 0, 10**6)[0]) == len(ds["x_train"])

@@ -2,15 +2,21 @@
 the killed job left behind; corrupt inputs, configs that break the schema and
 diverging training fail with a message naming the file, key or run."""
 
+import importlib.util
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -46,35 +52,63 @@ def failed(proc: subprocess.CompletedProcess) -> str:
   return proc.stdout
 
 
-def kill_when(project: Path, log: str, pattern: str, *args, timeout=240) -> list[dict]:
-  """Starts Snakemake, waits until its job's `log` matches `pattern`, then
-  SIGKILLs the whole process group (Snakemake and its running job).
-
-  Returns the environments of the job processes (the rule scripts) alive then.
-  """
-  out = open(project / "killed.out", "w")
-  proc = subprocess.Popen(["timeout", "-k", "30", str(timeout), SNAKEMAKE, "--cores", "2", *args],
+def start(project: Path, *args, timeout=300) -> subprocess.Popen:
+  """Starts `snakemake --cores 2` in the background, in its own session (its
+  own process group, as a terminal's foreground job), output to run.out."""
+  out = open(project / "run.out", "w")
+  return subprocess.Popen(["timeout", "-k", "30", str(timeout), SNAKEMAKE, "--cores", "2", *args],
                           cwd=project, env=ENV, stdout=out, stderr=subprocess.STDOUT,
                           start_new_session=True)
+
+
+def wait_for(project: Path, proc: subprocess.Popen, log: str, pattern: str, timeout=240):
+  """Waits until the running job's `log` matches `pattern`."""
   path, deadline = project / log, time.time() + timeout
   while not (path.exists() and re.search(pattern, path.read_text(), re.M)):
     assert proc.poll() is None, f"finished before {log} showed {pattern!r}:\n" + \
-        (project / "killed.out").read_text()
+        (project / "run.out").read_text()
     assert time.time() < deadline, f"{log} never showed {pattern!r}"
     time.sleep(0.05)
-  envs = []
-  for pid in filter(str.isdigit, os.listdir("/proc")):
+
+
+def ctrl_c(proc: subprocess.Popen):
+  """What Ctrl-C does: one SIGINT to each process of the foreground group
+  (Snakemake and its jobs), here all but the `timeout` wrapper, which would
+  send Snakemake a second one."""
+  for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
     try:
-      if (os.getpgid(int(pid)) == proc.pid and
-          b"/.snakemake/scripts/" in Path(f"/proc/{pid}/cmdline").read_bytes()):
+      if pid != proc.pid and os.getpgid(pid) == proc.pid:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+      pass
+
+
+def running(pid: int) -> bool:
+  """Alive and not a zombie (an orphan's reaper may be slow or absent)."""
+  try:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+  except (FileNotFoundError, ProcessLookupError):
+    return False
+
+
+def jobs(project: Path) -> dict[int, dict]:
+  """The running job processes of the project (each rule's script runs as
+  `python <project>/.snakemake/scripts/tmp*.py`), with their environments."""
+  found = {}
+  for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+    try:
+      if (f"{project}/.snakemake/scripts/".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+          and running(pid)):
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        envs.append(dict(e.decode().split("=", 1) for e in env if b"=" in e))
+        found[pid] = dict(e.decode().split("=", 1) for e in env if b"=" in e)
     except (ProcessLookupError, FileNotFoundError):
       pass
-  os.killpg(proc.pid, signal.SIGKILL)
-  assert proc.wait() == -signal.SIGKILL
-  out.close()
-  return envs
+  return found
+
+
+def locks(project: Path) -> list[str]:
+  d = project / ".snakemake" / "locks"
+  return sorted(f.name for f in d.iterdir()) if d.exists() else []
 
 
 @pytest.fixture(scope="module")
@@ -89,54 +123,209 @@ def copy(study: Path, tmp_path: Path) -> Path:
   return Path(shutil.copytree(study, tmp_path / "study", symlinks=True))
 
 
-def test_sigkill_mid_training_and_mid_barriers_then_resume(tmp_path):
-  # 300 cheap epochs and 20000 nodes: seconds of training and barriers to kill.
-  p = make_project(tmp_path, config(
-      candidate={"epochs": 300, "checkpoint_every": 50},
-      metric={"n_max": 20000, "n": [100, 20000], "main_n": 20000}))
-  run = p / f"results/checkpoints/{S}/x2/seed0"
-  target = f"results/barriers/{S}/x2/seed0.parquet"
-  envs = kill_when(p, f"logs/checkpoints/{S}/x2/seed0.log", r"epoch (1[2-9]\d|2\d\d)/300",
-                   target)
-  # The job got the workflow's JAX setting although this process lacks it.
-  assert envs and all(e.get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false" for e in envs)
-  saved = sorted(run.glob("epoch*.msgpack"))
-  assert 1 <= len(saved) < 6 and not (run / "log.parquet").exists()
-  for f in saved:  # Written atomically: whatever has an output's name is complete.
-    io.load_checkpoint(f)
-  # Snakemake refuses the partial outputs and says how to go on ...
-  out = failed(snakemake(p, target))
-  assert "IncompleteFilesException" in out and "--rerun-incomplete" in out
-  assert all(str(f.relative_to(p)) in out for f in saved)
-  assert not (p / f"logs/barriers/{S}/x2").exists()  # ... before any job starts.
-  # ... and then that the killed Snakemake left its lock behind.
-  out = failed(snakemake(p, "--rerun-incomplete", target))
-  assert "LockException" in out and "--unlock" in out
-  ok(snakemake(p, "--unlock"))
-  first_kill = time.time()
-  kill_when(p, f"logs/barriers/{S}/x2/seed0.log", r"^epoch \d+: n=", "--rerun-incomplete",
-            target)
-  assert not (p / target).exists()
-  ok(snakemake(p, "--unlock"))
-  # The table was never written, so only the lock stood in the way.
-  out = ok(snakemake(p, target))
-  assert "barrier_set" in out and "train_candidate" not in out
-  barriers = pd.read_parquet(p / target)
-  assert sorted(barriers.epoch.unique()) == [0, 50, 100, 150, 200, 250, 300]
-  assert len(barriers) == 7 * 20000 and barriers.barrier.notna().all()
-  assert list(pd.read_parquet(run / "log.parquet").epoch) == list(range(301))
-  outputs = {f"epoch{e:04d}.msgpack" for e in range(50, 301, 50)} | {"log.parquet"}
-  assert {f.name for f in run.iterdir() if not f.name.startswith(".")} == outputs
+# One candidate run slow enough to interrupt: 3000 cheap epochs (tens of
+# seconds), checkpoints at epochs 20 and 3000.
+SLOW_RUN = f"results/checkpoints/{S}/x2/seed0"
+SLOW_TARGET = f"{SLOW_RUN}/log.parquet"
+SLOW_LOG = f"logs/checkpoints/{S}/x2/seed0.log"
+PAST_20 = r"epoch (2[1-9]|[3-9]\d|\d{3,4})/3000"  # epoch0020.msgpack was written
+
+
+@pytest.fixture(scope="module")
+def slow_study(tmp_path_factory):
+  """A clean, uninterrupted run of SLOW_TARGET."""
+  p = make_project(tmp_path_factory.mktemp("slow"),
+                   config(candidate={"epochs": 3000, "checkpoints": [20]}))
+  ok(snakemake(p, SLOW_TARGET))
+  return p
+
+
+def untrained(slow_study: Path, tmp_path: Path) -> Path:
+  """A copy of slow_study without the training run and the barrier set: the
+  plain command trains again (its inputs are kept)."""
+  p = copy(slow_study, tmp_path)
+  shutil.rmtree(p / SLOW_RUN)
+  (p / SLOW_LOG).unlink()
+  return p
+
+
+def assert_same_as_clean_run(p: Path, clean: Path, interrupted_at: float):
+  pd.testing.assert_frame_equal(pd.read_parquet(p / SLOW_TARGET),
+                                pd.read_parquet(clean / SLOW_TARGET))
+  _, got, _ = io.load_checkpoint(p / SLOW_RUN / "epoch3000.msgpack")
+  _, want, _ = io.load_checkpoint(clean / SLOW_RUN / "epoch3000.msgpack")
+  jax.tree.map(np.testing.assert_array_equal, got, want)  # the same training, bit for bit
+  outputs = {"epoch0020.msgpack", "epoch3000.msgpack", "log.parquet"}
+  assert {f.name for f in (p / SLOW_RUN).iterdir() if not f.name.startswith(".")} == outputs
   # Temporaries a kill may leave behind are hidden names, never an output's.
-  assert all(f.name.endswith(".tmp") for f in run.iterdir() if f.name.startswith("."))
-  for name in outputs - {"log.parquet"}:  # Rebuilt after the first kill, complete.
-    assert (run / name).stat().st_mtime > first_kill
-    io.load_checkpoint(run / name)
+  assert all(f.name.endswith(".tmp") for f in (p / SLOW_RUN).iterdir() if f.name.startswith("."))
+  for name in outputs:  # All rebuilt after the interruption, complete.
+    assert (p / SLOW_RUN / name).stat().st_mtime > interrupted_at
+  for name in outputs - {"log.parquet"}:
+    io.load_checkpoint(p / SLOW_RUN / name)
   # Results get the permissions of any file written under the umask, not
   # mkstemp's private 0600 (others on a cluster must read them).
   umask = os.umask(0o022)
   os.umask(umask)
-  assert stat.S_IMODE((p / target).stat().st_mode) == 0o666 & ~umask
+  assert stat.S_IMODE((p / SLOW_TARGET).stat().st_mode) == 0o666 & ~umask
+
+
+def test_sigint_mid_training_then_the_same_command_resumes(slow_study, tmp_path):
+  p = untrained(slow_study, tmp_path)
+  proc = start(p, SLOW_TARGET)
+  wait_for(p, proc, SLOW_LOG, PAST_20)
+  assert (p / SLOW_RUN / "epoch0020.msgpack").exists()
+  ctrl_c(proc)
+  assert proc.wait(timeout=120) not in (0, 124, 137), (p / "run.out").read_text()
+  interrupted_at = time.time()
+  assert not jobs(p)  # The job was interrupted with Snakemake ...
+  assert (p / SLOW_RUN / "epoch0020.msgpack").exists()  # ... and left an incomplete output.
+  # The README's command again, nothing typed in between: the interrupted job's
+  # outputs are rebuilt (rerun-incomplete in profiles/default), not refused.
+  out = ok(snakemake(p, SLOW_TARGET))
+  assert "IncompleteFilesException" not in out and "LockException" not in out
+  assert "train_candidate" in out and "expand_candidate" not in out
+  assert_same_as_clean_run(p, slow_study, interrupted_at)
+  assert not locks(p) and not list((p / ".snakemake" / "owners").iterdir())
+
+
+def test_sigkill_of_snakemake_orphans_its_job_and_the_same_command_resumes(slow_study, tmp_path):
+  p = untrained(slow_study, tmp_path)
+  proc = start(p, SLOW_TARGET)
+  wait_for(p, proc, SLOW_LOG, PAST_20)
+  orphans = jobs(p)
+  # The job got the workflow's JAX setting although this process lacks it.
+  assert orphans and all(e.get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false"
+                         for e in orphans.values())
+  # SIGKILL to Snakemake alone (`kill -9 <pid>`, a lost session): its job
+  # is orphaned and keeps training; the lock and incomplete markers stay.
+  snakemake_pid, = map(int, Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())
+  os.kill(snakemake_pid, signal.SIGKILL)
+  assert proc.wait(timeout=60) in (-signal.SIGKILL, 128 + signal.SIGKILL)  # timeout passes it on
+  interrupted_at = time.time()
+  assert all(running(pid) for pid in orphans) and locks(p)
+  saved = sorted((p / SLOW_RUN).glob("epoch*.msgpack"))
+  assert [f.name for f in saved] == ["epoch0020.msgpack"]
+  io.load_checkpoint(saved[0])  # Written atomically: what has an output's name is complete.
+  # A dry run says what the next run will do, and does nothing.
+  out = ok(snakemake(p, "-n", SLOW_TARGET))
+  assert f"local snakemake pid {snakemake_pid} on " in out and "dry run" in out
+  assert all(running(pid) for pid in orphans) and locks(p)
+  # The README's command again: it stops the orphan, removes the stale lock,
+  # rebuilds the incomplete outputs and finishes; no --unlock, no flags.
+  out = ok(snakemake(p, SLOW_TARGET))
+  assert "IncompleteFilesException" not in out and "LockException" not in out
+  line, = [l for l in out.splitlines() if "Recovering from an interrupted run" in l]
+  assert f"local snakemake pid {snakemake_pid} on " in line
+  assert all(str(pid) in line for pid in orphans) and "removed its stale lock" in line
+  assert not any(running(pid) for pid in orphans)
+  assert "train_candidate" in out and "expand_candidate" not in out
+  assert_same_as_clean_run(p, slow_study, interrupted_at)
+  assert not locks(p) and not list((p / ".snakemake" / "owners").iterdir())
+
+
+def test_concurrent_run_is_refused_while_the_first_runs(slow_study, tmp_path):
+  p = untrained(slow_study, tmp_path)
+  proc = start(p, SLOW_TARGET)
+  try:
+    wait_for(p, proc, SLOW_LOG, r"epoch \d+/3000")
+    first = jobs(p)
+    out = failed(snakemake(p, SLOW_TARGET))
+    # Refused by Snakemake's lock, which the recovery leaves alone: its owner runs.
+    assert "LockException" in out and "may belong to a run in progress" in out
+    assert "Recovering" not in out
+    assert proc.poll() is None and first and all(running(pid) for pid in first)
+    assert locks(p) and len(list((p / ".snakemake" / "owners").iterdir())) == 1
+  finally:
+    ctrl_c(proc)
+    proc.wait(timeout=120)
+
+
+def test_failed_log_is_shown_in_the_terminal(slow_study, tmp_path):
+  p = copy(slow_study, tmp_path)
+  base = f"results/base/{S}/seed0.msgpack"
+  data = (p / base).read_bytes()
+  (p / base).write_bytes(data[:len(data) // 2])  # newer now: its dependants rerun
+  # Without --show-failed-logs: profiles/default sets it.
+  out = failed(snakemake(p, f"results/expanded/{S}/x2/seed0.msgpack"))
+  assert "Error in rule expand_candidate" in out
+  log = f"logs/expanded/{S}/x2/seed0.log"
+  assert f"Logfile {log}:" in out
+  lines = (p / log).read_text().splitlines()
+  assert lines and all(line in out for line in lines[-3:])  # the error, in the terminal
+  assert base in out  # which names the corrupt file
+
+
+def load_recovery():
+  spec = importlib.util.spec_from_file_location(
+      "recovery", workflow.ROOT / "workflow" / "rules" / "recovery.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def owner(project: Path, pid: int, host: str | None = None, **fields) -> Path:
+  """An owner record as a run of the workflow writes it (recovery.record_owner)."""
+  host = host or socket.gethostname()
+  stat = Path(f"/proc/{pid}/stat")
+  start = int(stat.read_text().rsplit(")", 1)[1].split()[19]) if stat.exists() else 1
+  path = project / ".snakemake" / "owners" / f"{host}.{pid}.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({"pid": pid, "host": host, "start": start, "executor": "local",
+                              "profile": [], "logfiles": [], **fields}))
+  return path
+
+
+@pytest.mark.parametrize("case", ["no-owner", "dead-local", "live", "other-host", "dead-slurm"])
+def test_stale_lock_decisions(tmp_path, case):
+  """Who may remove Snakemake's lock (recovery.recover), without Snakemake."""
+  recovery, p = load_recovery(), tmp_path
+  (p / ".snakemake" / "locks").mkdir(parents=True)
+  for name in ("0.input.lock", "0.output.lock"):
+    (p / ".snakemake" / "locks" / name).write_text("results/x\n")
+  # A job process of this project: its command line names a job script.
+  script = f"{p}/.snakemake/scripts/tmpjob.train_candidate.py"
+  job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", script])
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  live = subprocess.Popen(["sleep", "120"])
+  try:
+    if case == "dead-local":
+      record = owner(p, dead.pid)
+    elif case == "live":
+      record = owner(p, live.pid)
+    elif case == "other-host":
+      record = owner(p, dead.pid, host="elsewhere.example")
+    elif case == "dead-slurm":
+      (p / "run.log").write_text("Building DAG of jobs...\nSLURM run ID: 1a2b-3c\n")
+      record = owner(p, dead.pid, executor="slurm", profile=["slurm"],
+                     logfiles=[str(p / "run.log")])
+    said = []
+    recovery.recover(p, "dry run", log=said.append)  # never changes anything
+    assert running(job.pid) and len(recovery.lock_files(p)) == 2
+    assert len(said) == 1, said
+    said.clear()
+    recovery.recover(p, "execute", log=said.append, grace=5)
+    message, = said
+    if case == "dead-local":  # stale: its jobs stopped, its lock removed
+      assert not running(job.pid) and not recovery.lock_files(p) and not record.exists()
+      assert f"snakemake pid {dead.pid}" in message and f"pids {job.pid})" in message
+      return
+    assert running(job.pid) and len(recovery.lock_files(p)) == 2  # kept
+    if case == "no-owner":  # unknown: possibly live elsewhere
+      assert "no recorded owner" in message and "snakemake --unlock" in message
+    elif case in ("live", "other-host"):
+      assert "run in progress" in message and record.exists()
+    else:  # Slurm: its jobs are out of reach; the user cancels them, then unlocks.
+      assert "scancel --name 1a2b-3c" in message
+      assert "snakemake --profile slurm --unlock" in message and record.exists()
+      said.clear()
+      recovery.recover(p, "unlock", log=said.append)
+      assert not said and not record.exists() and running(job.pid)
+  finally:
+    for proc in (job, live):
+      proc.kill()
+      proc.wait()
 
 
 def test_truncated_checkpoint_is_named(study, tmp_path):
@@ -152,7 +341,7 @@ def test_truncated_checkpoint_is_named(study, tmp_path):
 
 def test_corrupt_table_is_named(study, tmp_path):
   p = copy(study, tmp_path)
-  table = f"results/barriers/{S}/x2/seed0.parquet"
+  table = f"results/barriers/{S}/trained/seed0.parquet"
   (p / table).write_bytes(b"not a parquet file")
   out = failed(snakemake(p, "--show-failed-logs", METRICS))
   assert "Error in rule metrics" in out
@@ -170,6 +359,24 @@ def test_corrupt_table_is_named(study, tmp_path):
     pytest.param(lambda c: c["metric"].update(n=[30, 600]),
                  "config key metric.n: n = 600 is larger than metric.n_max = 60",
                  id="n-above-n_max"),
+    # Mistakes that used to surface only when expanding, after base training.
+    pytest.param(lambda c: c["settings"][S]["expansions"].update(
+        x2={"kind": "widen_first", "width": 8}),
+                 f"config key settings.{S}.expansions.x2.width: 8 does not widen the base's 8",
+                 id="width-not-wider"),
+    pytest.param(lambda c: c["settings"][S]["expansions"]["x2"].update(width=20),
+                 f"config key settings.{S}.expansions.x2: widen_first takes exactly one of "
+                 "width and factor", id="width-and-factor"),
+    pytest.param(lambda c: c["settings"][S]["expansions"].update(
+        x2={"kind": "deepen", "after": 3}), f"config key settings.{S}.expansions.x2.after: 3 is "
+        "outside 0..0", id="deepen-after-out-of-range"),
+    pytest.param(lambda c: c["settings"].update({"a.b": c["settings"].pop(S)}),
+                 "'a.b' does not match", id="setting-name-with-dot"),
+    pytest.param(lambda c: c["settings"][S].update(model={"kind": "cnn", "hidden": [8]}),
+                 f"config key settings.{S}.model: a cnn model takes channels, dense, not hidden",
+                 id="keys-of-another-kind"),
+    pytest.param(lambda c: c.pop("lm"), "config key lm: setting wikitext-bert is a BERT: the "
+                 "config needs an lm section", id="bert-without-lm"),
 ])
 def test_invalid_config_is_rejected_before_any_job(tmp_path, change, message):
   cfg = yaml.safe_load(config())
@@ -180,14 +387,23 @@ def test_invalid_config_is_rejected_before_any_job(tmp_path, change, message):
   assert not (p / "results").exists() and not (p / "logs").exists()
 
 
-def test_diverging_training_fails_naming_the_run(tmp_path):
+@pytest.mark.parametrize("lr, reason", [
+    (1e30, r"training diverged at epoch \d+ \(loss sum nan\)"),
+    # A loss that explodes by orders of magnitude without turning NaN.
+    (1e4, r"training loss exploded at epoch \d+: mean minibatch loss [\d.e+]+, more than 10 "
+          r"times a uniform prediction's"),
+    # A base that never leaves chance level.
+    (1e-9, r"not learning: the best epoch \(\d+\) reached performance 0\.\d+, against "
+           r"0\.\d+ for chance"),
+], ids=["nan", "exploding", "stuck-at-chance"])
+def test_a_run_that_is_not_learning_fails_naming_the_run(tmp_path, lr, reason):
   cfg = yaml.safe_load(config())
-  cfg["train"]["lr"] = 1e6
+  cfg["train"]["lr"] = lr
   p = make_project(tmp_path, yaml.safe_dump(cfg))
   # --keep-going (as on the cluster): everything that does not need the run goes on.
   out = failed(snakemake(p, "--keep-going", "--show-failed-logs", METRICS))
   assert "Error in rule train_base" in out
-  assert re.search(rf"base {S} seed 0: training diverged at epoch \d+ \(loss sum nan\)", out)
+  assert re.search(rf"base {S} seed 0: {reason}", out), out
   assert (p / "results/data/digits.npz").exists()
   assert not (p / f"results/base/{S}/seed0.msgpack").exists()
   for d in ("expanded", "checkpoints", "barriers", "metrics"):

@@ -4,16 +4,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 from hypothesis import given, settings, strategies as st
 
 from manifold_metric import models, permutations
+from manifold_metric.permutations import Axis, PermSpec
 
 SMALL_RESNET = {"stages": [8, 16, 16, 32], "mids": [[8, 8], [16, 16], [16, 16], [32, 32]]}
+# Inner widths unlike the stages' and each other's, so a size from the wrong group shows.
+TINY_RESNET = {"stages": [4, 8, 8, 8], "mids": [[3, 5]] * 4}
 ARCHS = {
     "mlp": models.default_arch("mlp", 10),
     "cnn": models.default_arch("cnn", 10),
     "cnn_flatten": models.default_arch("cnn", 10, channels=[8]),
     "resnet18": models.default_arch("resnet18", 10, **SMALL_RESNET),
+    "resnet18_tiny": models.default_arch("resnet18", 10, **TINY_RESNET),
 }
 X = jax.random.normal(jax.random.key(1), (8, 8, 8, 3))
 
@@ -80,6 +85,110 @@ def test_resnet_stem_group_is_the_first_stage_stream():
   assert "params/blocks_1/conv2/kernel" in paths  # the residual stream
   assert "params/blocks_2/proj_conv/kernel" in paths  # consumed by stage 2
   assert spec.stem_axis == -1
+
+
+def _axes(*entries):
+  """'<path under params> <axis> <role>' is one Axis; 'bn <name>' a BatchNorm's four leaves."""
+  axes = []
+  for e in entries:
+    if e.startswith("bn "):
+      n = e[3:]
+      axes += [Axis(f"params/{n}/scale", 0), Axis(f"params/{n}/bias", 0),
+               Axis(f"batch_stats/{n}/mean", 0), Axis(f"batch_stats/{n}/var", 0)]
+    else:
+      path, axis, role = e.split()
+      axes.append(Axis(f"params/{path}", int(axis), role))
+  return tuple(axes)
+
+
+def _mid(b, width):
+  return PermSpec(width, _axes(f"blocks_{b}/conv1/kernel 3 out", f"bn blocks_{b}/bn1",
+                               f"blocks_{b}/conv2/kernel 2 in"), None)
+
+
+PINNED = {
+    "mlp": (models.default_arch("mlp", 10, hidden=[20, 12]), {
+        "hiddens_0": PermSpec(20, _axes("hiddens_0/kernel 1 out", "hiddens_0/bias 0 out",
+                                        "hiddens_1/kernel 0 in"), -1),
+        "hiddens_1": PermSpec(12, _axes("hiddens_1/kernel 1 out", "hiddens_1/bias 0 out",
+                                        "out/kernel 0 in"), None),
+    }),
+    "cnn": (models.default_arch("cnn", 10), {
+        "convs_0": PermSpec(8, _axes("convs_0/kernel 3 out", "convs_0/bias 0 out",
+                                     "convs_1/kernel 2 in"), -1),
+        "convs_1": PermSpec(32, _axes("convs_1/kernel 3 out", "convs_1/bias 0 out",
+                                      "fc/kernel 0 in"), None),
+    }),
+    # Dict order is part of the result: first_group takes the first group and
+    # widen_all draws one key per group in this order.
+    "resnet18": (models.default_arch("resnet18", 10, **TINY_RESNET), {
+        "stage_0": PermSpec(4, _axes(
+            "stem_conv/kernel 3 out", "bn stem_bn",
+            "blocks_0/conv1/kernel 2 in", "blocks_0/conv2/kernel 3 out", "bn blocks_0/bn2",
+            "blocks_1/conv1/kernel 2 in", "blocks_1/conv2/kernel 3 out", "bn blocks_1/bn2",
+            "blocks_2/conv1/kernel 2 in", "blocks_2/proj_conv/kernel 2 in"), -1),
+        "blocks_0_mid": _mid(0, 3),
+        "blocks_1_mid": _mid(1, 5),
+        "blocks_2_mid": _mid(2, 3),
+        "blocks_3_mid": _mid(3, 5),
+        "stage_1": PermSpec(8, _axes(
+            "blocks_2/proj_conv/kernel 3 out", "bn blocks_2/proj_bn",
+            "blocks_2/conv2/kernel 3 out", "bn blocks_2/bn2",
+            "blocks_3/conv1/kernel 2 in", "blocks_3/conv2/kernel 3 out", "bn blocks_3/bn2",
+            "blocks_4/conv1/kernel 2 in", "blocks_4/proj_conv/kernel 2 in"), None),
+        "blocks_4_mid": _mid(4, 3),
+        "blocks_5_mid": _mid(5, 5),
+        "stage_2": PermSpec(8, _axes(
+            "blocks_4/proj_conv/kernel 3 out", "bn blocks_4/proj_bn",
+            "blocks_4/conv2/kernel 3 out", "bn blocks_4/bn2",
+            "blocks_5/conv1/kernel 2 in", "blocks_5/conv2/kernel 3 out", "bn blocks_5/bn2",
+            "blocks_6/conv1/kernel 2 in", "blocks_6/proj_conv/kernel 2 in"), None),
+        "blocks_6_mid": _mid(6, 3),
+        "blocks_7_mid": _mid(7, 5),
+        "stage_3": PermSpec(8, _axes(
+            "blocks_6/proj_conv/kernel 3 out", "bn blocks_6/proj_bn",
+            "blocks_6/conv2/kernel 3 out", "bn blocks_6/bn2",
+            "blocks_7/conv1/kernel 2 in", "blocks_7/conv2/kernel 3 out", "bn blocks_7/bn2",
+            "out/kernel 0 in"), None),
+    }),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PINNED))
+def test_neuron_groups_are_pinned(kind):
+  arch, expected = PINNED[kind]
+  groups = models.neuron_groups(arch)
+  assert list(groups) == list(expected)
+  for name, spec in expected.items():
+    assert groups[name] == spec, name
+
+
+# Axes no group carries: the image's channels, the classes, and (for now) the
+# CNN's fc neurons (fc's outputs, out's inputs).
+UNGROUPED = {
+    "mlp": ["hiddens_0/kernel 0", "out/kernel 1", "out/bias 0"],
+    "cnn": ["convs_0/kernel 2", "fc/kernel 1", "fc/bias 0", "out/kernel 0", "out/kernel 1",
+            "out/bias 0"],
+    "resnet18": ["stem_conv/kernel 2", "out/kernel 1", "out/bias 0"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_groups_cover_every_channel_axis_once(name):
+  """Every kernel's in/out channel axes and every bias and BatchNorm leaf are in
+  exactly one group, as 'in' (consumer) or 'out', except the UNGROUPED axes."""
+  arch, v = ARCHS[name], VARIABLES[name]
+  flat = traverse_util.flatten_dict(v, sep="/")
+  channel_axes = {(p, ax): "in" if ax == x.ndim - 2 else "out"
+                  for p, x in flat.items()
+                  for ax in ((x.ndim - 2, x.ndim - 1) if p.endswith("kernel") else (0,))}
+  for e in UNGROUPED[arch["kind"]]:
+    path, axis = e.split()
+    del channel_axes[(f"params/{path}", int(axis))]
+  carried = [((a.path, a.axis % flat[a.path].ndim), a.role)
+             for spec in models.neuron_groups(arch).values() for a in spec.axes]
+  assert len(carried) == len({pa for pa, _ in carried})  # no axis in two groups
+  assert dict(carried) == channel_axes
 
 
 def test_flatten_consumer_permutes_channel_blocks():

@@ -2,10 +2,12 @@ import math
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
-from manifold_metric import models, proxies
+from manifold_metric import bert, models, proxies, text
 
 MLP = {"kind": "mlp", "hidden": [5], "num_classes": 3}
 CNN = models.default_arch("cnn", 3, channels=[2, 3], dense=8)
@@ -186,3 +188,146 @@ def test_time_scores_reports_every_score():
   times = proxies.time_scores(MLP, v, batch, repeats=2)
   assert set(times) == set(proxies.SCORES)
   assert all(0 < t < 10 for t in times.values())
+
+
+# ------------------------------------------------------------------------ BERT
+
+# max_len exceeds the sequences' length L = 6: SynFlow's input is (1, L, hidden).
+BERT = bert.arch("tinybert", vocab_size=13, max_len=8, layers=1, hidden=4, heads=2, ffn=[6])
+BERT_KERNELS = sorted(
+    [("layers_0", "attention", n, "kernel") for n in ("query", "key", "value", "out")]
+    + [("layers_0", "ffn_in", "kernel"), ("layers_0", "ffn_out", "kernel"),
+       ("mlm_dense", "kernel")])
+
+
+def _bert_setup(n=5, seq_len=6, rate=0.4):
+  """Random (nonzero) float32 variables, the MLM batch (inputs, labels,
+  weights) and its probe_batch, in numpy."""
+  shapes = jax.eval_shape(lambda k: bert.init(BERT, k), jax.random.key(0))
+  rng = np.random.default_rng(0)
+  v = jax.tree.map(lambda a: 0.5 * rng.standard_normal(a.shape, np.float32), shapes)
+  seqs = rng.integers(len(text.SPECIALS), BERT["vocab_size"], (n, seq_len))
+  mlm = tuple(np.asarray(a) for a in text.mask_tokens(
+      jax.random.key(1), seqs, BERT["vocab_size"], rate=rate))
+  batch = bert.probe_batch(mlm)
+  assert 3 < len(batch[1]) < n * seq_len  # some positions are masked, not all
+  return v, mlm, batch
+
+
+def _kernel_vector(params):
+  """The kernels of a flat {path: float64 array} as one vector, and a jnp
+  function theta -> params with the kernels replaced by theta's entries."""
+  flat = {k: np.asarray(a, np.float64) for k, a in traverse_util.flatten_dict(params).items()}
+  keys = sorted(k for k in flat if k[-1] == "kernel")
+  assert keys == BERT_KERNELS
+  offsets = np.cumsum([0] + [flat[k].size for k in keys])
+
+  def with_kernels(theta, flat):
+    new = dict(flat)
+    for k, a, b in zip(keys, offsets[:-1], offsets[1:]):
+      new[k] = theta[a:b].reshape(flat[k].shape)
+    return traverse_util.unflatten_dict(new)
+
+  return np.concatenate([flat[k].ravel() for k in keys]), flat, with_kernels
+
+
+def _central(f, theta, h):
+  """Central differences of f: (m, n) -> (m,) (vectorized) at theta, per entry."""
+  e = h * np.eye(theta.size)
+  vals = np.asarray(f(np.concatenate([theta + e, theta - e])))
+  return (vals[:theta.size] - vals[theta.size:]) / (2 * h)
+
+
+def test_bert_gradient_scores_match_float64_finite_differences():
+  v, (inputs, labels, weights), batch = _bert_setup()
+  theta, flat, with_kernels = _kernel_vector(v["params"])
+  module = bert.build(BERT)
+
+  def loss(theta, flat, inputs, labels, weights):
+    # The full forward pass on all positions; the mean over the masked ones.
+    logits = module.apply({"params": with_kernels(theta, flat)}, inputs)
+    ce = (jax.nn.logsumexp(logits, -1)
+          - jnp.take_along_axis(logits, labels[..., None], -1)[..., 0])
+    return (ce * weights).sum() / weights.sum()
+
+  args = flat, inputs, labels, weights.astype(np.float64)
+  with jax.enable_x64(True):
+    losses = jax.jit(jax.vmap(loss, (0, None, None, None, None)))
+    g = _central(lambda thetas: losses(thetas, *args), theta, 1e-6)
+    # H g: central differences of this loss's (autodiff) gradient along g.
+    # (Differences of differences lose too many digits to check GraSP.)
+    grad = jax.jit(jax.grad(loss))
+    t = 1e-3
+    hg = (np.asarray(grad(theta + t * g, *args)) - np.asarray(grad(theta - t * g, *args))) / (2 * t)
+  offsets = np.cumsum([0] + [flat[k].size for k in BERT_KERNELS])
+  per_kernel = [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
+  gradnorm = sum(np.linalg.norm(g[s]) for s in per_kernel)
+  grasp_terms = theta * hg
+  assert np.abs(grasp_terms).sum() > 1e-2
+  with jax.enable_x64(True):  # the proxies in float64 too, so tolerances can be tight
+    assert proxies.grad_norm(BERT, _np(v), batch) == pytest.approx(gradnorm, rel=1e-6)
+    assert proxies.snip(BERT, _np(v), batch) == pytest.approx(np.abs(theta * g).sum(), rel=1e-6)
+    assert proxies.grasp(BERT, _np(v), batch) == pytest.approx(-grasp_terms.sum(), rel=1e-6)
+
+
+def test_bert_synflow_matches_float64_finite_differences():
+  # R = sum of the encoder's logits (all L positions) for an all-ones
+  # embedding output, at |params|; dR/dw by central differences.
+  v, (inputs, _, _), batch = _bert_setup()
+  absolute = jax.tree.map(np.abs, v["params"])
+  theta, flat, with_kernels = _kernel_vector(absolute)
+  module = bert.build(BERT)
+  ones = np.ones((1, inputs.shape[1], BERT["hidden"]))
+
+  def r(theta, flat, ones):
+    return module.apply({"params": with_kernels(theta, flat)}, ones, method="encode").sum()
+
+  with jax.enable_x64(True):
+    rs = jax.jit(jax.vmap(r, (0, None, None)))
+    dr = _central(lambda thetas: rs(thetas, flat, ones), theta, 1e-6)
+  assert proxies.synflow(BERT, v, batch) == pytest.approx(np.abs(theta * dr).sum(), rel=1e-7)
+
+
+def test_bert_jacov_matches_numpy_finite_difference_jacobian():
+  v, (inputs, _, _), batch = _bert_setup()
+  module = bert.build(BERT)
+  v64 = _np(v)
+  h = 1e-6
+  with jax.enable_x64(True):
+    e = np.asarray(jax.jit(lambda v, ids: module.apply(v, ids, method="embed"))(v64, inputs))
+    n, d = len(e), e[0].size
+    # Row i: d(sum of sequence i's logits)/d(its embedding output), by central
+    # differences; every perturbed sequence is encoded on its own row.
+    eye = np.eye(d).reshape(d, *e.shape[1:]) * h
+    stacked = np.concatenate([e[i] + s * eye for i in range(n) for s in (1, -1)])
+    sums = jax.jit(lambda v, x: module.apply(v, x, method="encode").sum((1, 2)))(v64, stacked)
+  sums = np.asarray(sums).reshape(n, 2, d)
+  jac = (sums[:, 0] - sums[:, 1]) / (2 * h)
+  eig = np.linalg.eigvalsh(np.corrcoef(jac))
+  expected = -np.sum(np.log(eig + 1e-5) + 1 / (eig + 1e-5))
+  assert eig.min() > 1e-3  # well conditioned
+  with jax.enable_x64(True):
+    assert proxies.jacov(BERT, v64, batch) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tinybert_problem():
+  """The tinybert preset (2 layers, hidden 128, FFN 512) at its initialization,
+  on a metric batch of 8 sequences of 32 tokens from a 200-word vocabulary."""
+  arch = bert.arch("tinybert", vocab_size=200, max_len=32)
+  seqs = np.random.default_rng(0).integers(len(text.SPECIALS), 200, (8, 32))
+  batch = bert.probe_batch(text.mask_tokens(jax.random.key(0), seqs, 200))
+  return arch, bert.init(arch, jax.random.key(0)), batch
+
+
+def test_bert_scores_finite(tinybert_problem):
+  scores = proxies.score_all(*tinybert_problem)
+  assert set(scores) == set(proxies.SCORES)
+  assert all(isinstance(s, float) and math.isfinite(s) for s in scores.values()), scores
+  assert scores["gradnorm"] > 0 and scores["snip"] > 0 and scores["synflow"] > 0
+
+
+def test_bert_time_scores_reports_every_score(tinybert_problem):
+  times = proxies.time_scores(*tinybert_problem, repeats=1)
+  assert set(times) == set(proxies.SCORES)
+  assert all(0 < t < 10 for t in times.values()), times

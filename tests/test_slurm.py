@@ -1,11 +1,15 @@
 """The small study through the Slurm profile on a real single-node cluster
-(../shared/slurm/start-slurm.sh, as root) gives the same tables as a local run.
+(start-slurm.sh, as root) gives the same tables as a local run.
 
-The test runs profiles/slurm with test-only overrides written to a profile in
-tmp (see `cpu_profile`): partition `debug`, no GPUs (the test cluster has
-none), one CPU and 1 GB per job, first status check after 2 s. To stay within
-a few minutes on 2 cores it builds one setting's correlation table (and so its
-metrics, barrier sets, proxies, training runs) for one seed: 12 Slurm jobs.
+The test types the user's command in the project root, `snakemake --profile
+slurm`, with the test cluster's differences on the command line (see
+`cluster_overrides`): partition `debug`, no GPUs (the cluster has none), one CPU
+and 1 GB per job, first status check after 2 s. To stay within a few minutes
+on 2 cores it builds one setting's correlation table (and so its metrics,
+barrier sets, proxies, training runs) for one seed.
+
+The cluster scripts are taken from $MANIFOLD_METRIC_SLURM_SCRIPTS, or from
+../shared/slurm beside the repository.
 """
 
 import glob
@@ -28,7 +32,7 @@ from tests.workflow import ROOT, SMALL_CONFIG, SNAKEMAKE, make_project
 
 pytestmark = pytest.mark.slurm
 
-SLURM = ROOT.parent / "shared" / "slurm"
+SLURM = Path(os.environ.get("MANIFOLD_METRIC_SLURM_SCRIPTS", ROOT.parent / "shared" / "slurm"))
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server"]
 TABLES = ("barriers", "metrics", "correlations")
 TARGET = "results/correlations/digits-mlp.parquet"
@@ -81,18 +85,33 @@ def cluster(request):
   assert start.returncode == 0, f"start-slurm.sh failed:\n{start.stdout}\n{start.stderr}"
 
 
-def cpu_profile(dest: Path) -> Path:
-  """profiles/slurm scaled to the test cluster, as a profile directory."""
+def cluster_overrides() -> list[str]:
+  """Command-line options fitting profiles/slurm to the test cluster. Given on
+  the command line, default-resources and set-resources replace the profile's
+  whole key: so every rule's GPU request goes (the cluster has none), and
+  every job asks for one CPU and 1 GB (the node has 2 CPUs: two jobs at a time)."""
   profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
-  small = {"cpus_per_task": 1, "mem_mb": 1000}  # The node has 2 CPUs: two jobs at a time.
-  profile["default-resources"].update(small, slurm_partition="debug")
-  for resources in profile["set-resources"].values():
-    resources.pop("gpu_model", None)
-    resources.update(small, gpu=0)
-  profile["slurm-init-seconds-before-status-checks"] = 2  # Default 40 s per check.
-  dest.mkdir()
-  (dest / "config.yaml").write_text(yaml.safe_dump(profile))
-  return dest
+  rules = sorted(profile["set-resources"])
+  return ["--default-resources", "slurm_partition=debug", "mem_mb=1000", "cpus_per_task=1",
+          "runtime=30",
+          "--set-resources", *[f"{r}:cpus_per_task=1" for r in rules],
+          "--slurm-init-seconds-before-status-checks", "2"]  # default 40 s per check
+
+
+def test_profile_slurm_as_typed_plans_gpu_jobs(tmp_path):
+  """`snakemake --profile slurm` in the project root finds the profile (a link
+  to profiles/slurm, its one source) and requests its GPUs per rule."""
+  p = make_project(tmp_path)
+  env = {**ENV, "SLURM_CONF": "/dev/null"}
+  out = subprocess.run(bounded(300, SNAKEMAKE, "--profile", "slurm", "-n", TARGET), cwd=p,
+                       env=env, capture_output=True, text=True)
+  assert out.returncode == 0, out.stdout + out.stderr
+  text = out.stdout + out.stderr
+  assert "Using profiles slurm and workflow specific profile profiles/default" in text
+  train = re.search(r"rule train_base:.*?resources: ([^\n]*)", text, re.S).group(1)
+  assert "gpu=1" in train and "runtime=720" in train
+  tables = re.search(r"rule metrics:.*?resources: ([^\n]*)", text, re.S).group(1)
+  assert "gpu" not in tables
 
 
 def job_processes(project: Path) -> dict[int, tuple[str, dict]]:
@@ -116,13 +135,12 @@ def test_small_study_on_slurm_equals_local_run(cluster, tmp_path):
   config = yaml.safe_load(SMALL_CONFIG.read_text())
   config["seeds"] = config["seeds"][:1]
   local, remote = (make_project(tmp_path / d, yaml.safe_dump(config)) for d in ("local", "slurm"))
-  profile = cpu_profile(tmp_path / "profile")
   # Both at once: the local run uses the cores the Slurm run leaves idle
   # between status checks.
   runs, logs = {}, {name: tmp_path / f"{name}.out" for name in ("local", "slurm")}
   for name, project, args in [
       ("local", local, ["--cores", "2", TARGET]),
-      ("slurm", remote, ["--profile", profile, TARGET])]:
+      ("slurm", remote, ["--profile", "slurm", *cluster_overrides(), TARGET])]:
     with open(logs[name], "w") as log:
       runs[name] = subprocess.Popen(bounded(600, SNAKEMAKE, *args), cwd=project, env=ENV,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

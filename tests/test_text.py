@@ -1,17 +1,16 @@
+import gzip
+import hashlib
 import json
-import os
+import lzma
 import random
 
 import jax
 import numpy as np
 import pytest
 
-from manifold_metric import io, text
-from tests.workflow import ROOT
+from manifold_metric import config, io, text
 
-# ../shared beside the repository, as in CI.
-DATA = str(ROOT.parent / "shared" / "data" / "wikitext-103")
-needs_data = pytest.mark.skipif(not os.path.isdir(DATA), reason=f"{DATA} is missing")
+DATA = config.bundled_dir("wikitext")  # the real splits shipped with the package, xz
 mask = jax.jit(text.mask_tokens, static_argnames=("vocab_size", "rate", "special_ids"))
 
 
@@ -20,12 +19,11 @@ def valid():
   return text.read_split(DATA, "valid")
 
 
-@needs_data
 @pytest.mark.parametrize("split, lines, published", [("valid", 3760, 217646),
                                                      ("test", 4358, 245569)])
 def test_read_split_counts(split, lines, published):
   tokens = text.read_split(DATA, split)
-  with open(text.split_path(DATA, split)) as f:
+  with lzma.open(text.split_path(DATA, split), "rt", encoding="utf-8") as f:
     nonempty = sum(1 for line in f if line.strip())
   assert tokens.count(text.EOS) == nonempty
   assert tokens[-1] == text.EOS and all(t == t.strip() and t for t in tokens[:1000])
@@ -43,7 +41,6 @@ def test_read_split_errors(tmp_path):
     text.read_split(tmp_path, "dev")
 
 
-@needs_data
 def test_vocab_deterministic_capped_with_unk(valid):
   vocab = text.build_vocab(valid, 2000)
   assert len(vocab) == 2000 and len(set(vocab)) == 2000
@@ -91,7 +88,6 @@ def test_sequences():
     text.sequences(ids[:5], 10)
 
 
-@needs_data
 def test_mask_tokens_statistics(valid):
   vocab_size = 2000
   ids = text.encode(valid, text.build_vocab(valid, vocab_size))
@@ -123,3 +119,42 @@ def test_mask_tokens_deterministic_and_jittable():
     np.testing.assert_array_equal(x, y)
   assert not np.array_equal(a[2], c[2])
   assert a[0].shape == ids.shape and a[0].dtype == np.int32 and a[2].dtype == np.float32
+
+
+@pytest.mark.parametrize("split, sha256", [
+    ("valid", "77e84560fb526719a7c312c653c7ee39c0934dde27c0d4a86832641637d7c583"),
+    ("test", "5c3f54ac993e8e6bbf53c5f531f08c50c28c98c295250883468196169e3532cc")])
+def test_bundled_splits_are_the_released_files(split, sha256):
+  """Byte for byte the release's wiki.<split>.tokens (checksums in the README beside them)."""
+  path = text.split_path(DATA, split)
+  assert path.endswith(f"wiki.{split}.tokens.xz")
+  with lzma.open(path) as f:
+    assert hashlib.sha256(f.read()).hexdigest() == sha256
+  assert sha256 in open(f"{DATA}/README.md").read()
+
+
+def test_compressed_and_plain_files_read_alike(tmp_path):
+  raw = "first line here\n\n = Title = \nsecond line\n"
+  for name, write in (("plain", lambda p: p.write_text(raw)),
+                      ("gz", lambda p: p.with_name(p.name + ".gz").write_bytes(
+                          gzip.compress(raw.encode()))),
+                      ("xz", lambda p: p.with_name(p.name + ".xz").write_bytes(
+                          lzma.compress(raw.encode())))):
+    (tmp_path / name).mkdir()
+    write(tmp_path / name / "wiki.valid.tokens")
+    assert text.read_split(tmp_path / name, "valid") == [
+        "first", "line", "here", text.EOS, "=", "Title", "=", text.EOS, "second", "line",
+        text.EOS], name
+
+
+def test_corrupt_archive_and_short_split_name_the_file(tmp_path):
+  good = lzma.compress(b"some words\n" * 50)
+  (tmp_path / "wiki.valid.tokens.xz").write_bytes(good[:len(good) // 2])
+  with pytest.raises(io.InputError, match=r"wiki\.valid\.tokens\.xz is truncated or corrupt"):
+    text.read_split(tmp_path, "valid")
+  (tmp_path / "wiki.valid.tokens.xz").write_bytes(good)
+  (tmp_path / "wiki.test.tokens").write_text("too short\n")
+  vocab = text.build_vocab(text.read_split(tmp_path, "valid"), 10)
+  with pytest.raises(io.InputError, match=r"wiki\.test\.tokens: 3 tokens do not fill one "
+                     r"sequence of length 8"):
+    text.prepare(tmp_path, vocab, train_split="valid", val_split="test", seq_len=8)

@@ -18,13 +18,20 @@ def make_project(tmp: Path, config: Path | str = SMALL_CONFIG) -> Path:
   shutil.copy(ROOT / "Snakefile", tmp / "Snakefile")
   shutil.copytree(ROOT / "workflow", tmp / "workflow",
                   ignore=shutil.ignore_patterns("__pycache__"))
+  # The default workflow profile (profiles/default/) applies to every run;
+  # `slurm` links to profiles/slurm, as in the project root.
+  shutil.copytree(ROOT / "profiles", tmp / "profiles")
+  os.symlink("profiles/slurm", tmp / "slurm")
   (tmp / "config").mkdir()
   shutil.copy(ROOT / "config" / "schema.yaml", tmp / "config" / "schema.yaml")
   text = config.read_text() if isinstance(config, Path) else config
-  # Data paths relative to the repository must still resolve from tmp.
-  text = text.replace("../shared/", f"{ROOT.parent}/shared/")
   (tmp / "config" / "config.yaml").write_text(text)
   return tmp
+
+
+def copy_project(project: Path, dest: Path) -> Path:
+  """A copy of a built project (results and Snakemake's records) to change."""
+  return Path(shutil.copytree(project, dest, symlinks=True))
 
 
 # Without the variable, so tests see what the workflow itself sets for jobs.

@@ -4,10 +4,15 @@ from types import SimpleNamespace
 
 from snakemake.utils import min_version, validate
 
+from manifold_metric import config as study
+from manifold_metric import provenance
+
 min_version("9.0")
 
 
 validate(config, "../../config/schema.yaml")
+# What the schema cannot express, before any job; errors name the key.
+study.check(config)
 
 # JAX jobs, local or on Slurm (sbatch exports the environment), must not
 # preallocate 75% of a GPU that other jobs share; harmless on the CPU.
@@ -18,83 +23,52 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(".jax_cache")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-
-def config_error(key, message):
-    raise ValueError(f"config key {key}: {message}")
-
-
-def check_config():
-    """Cross-key checks the JSON schema cannot express; run before any job."""
-    m = config["metric"]
-    for n in m["n"] + [m["main_n"]]:
-        if n > m["n_max"]:
-            config_error("metric.n", f"n = {n} is larger than metric.n_max = "
-                         f"{m['n_max']}, the number of barriers computed")
-    if m["main_q"] not in m["q"] or m["main_n"] not in m["n"]:
-        config_error("metric.main_q/main_n", "must be one of metric.q / metric.n")
-    for track in ("candidate", "lm.candidate"):
-        c = config["lm"]["candidate"] if track == "lm.candidate" else config["candidate"]
-        for e in c.get("checkpoints", []):
-            if e > c["epochs"]:
-                config_error(f"{track}.checkpoints", f"epoch {e} is after {track}.epochs")
-    for name, s in config["settings"].items():
-        if s["dataset"] not in config["datasets"]:
-            config_error(f"settings.{name}.dataset", f"unknown dataset {s['dataset']!r}; "
-                         f"defined are {sorted(config['datasets'])}")
-        text = config["datasets"][s["dataset"]]["source"] == "wikitext"
-        if text != (s["model"]["kind"] == "bert"):
-            config_error(f"settings.{name}.model.kind", "bert goes with a wikitext "
-                         "dataset, image models with image datasets")
-        for e, spec in s["expansions"].items():
-            if e in ("base", "scratch"):
-                config_error(f"settings.{name}.expansions.{e}", f"'{e}' is reserved")
-            if (spec["kind"] == "widen_ffn") != text:
-                config_error(f"settings.{name}.expansions.{e}.kind",
-                             "widen_ffn is the expansion of bert models (only)")
-    f1 = config["figures"].get("figure1")
-    if f1:
-        s = config["settings"].get(f1["setting"])
-        if s is None:
-            config_error("figures.figure1.setting", f"unknown setting {f1['setting']!r}")
-        for e in f1["expansions"]:
-            if e not in s["expansions"]:
-                config_error("figures.figure1.expansions", f"unknown expansion {e!r}")
-    for fig, spec in config["figures"].items():
-        for name in spec.get("settings", []):
-            if name not in config["settings"]:
-                config_error(f"figures.{fig}.settings", f"unknown setting {name!r}")
-
-
-if "lm" not in config:
-    config["lm"] = {"candidate": {"epochs": 1}}
-check_config()
-
 SETTINGS = config["settings"]
-SEEDS = config["seeds"]
+LM = config.get("lm", {})
+IMAGE_SETTINGS = [s for s in SETTINGS if not study.is_lm_setting(config, s)]
+LM_SETTINGS = [s for s in SETTINGS if study.is_lm_setting(config, s)]
+EPOCHS = study.checkpoint_epochs(config["candidate"])
+LM_EPOCHS = study.checkpoint_epochs(LM["candidate"]) if LM_SETTINGS else [0]
+SCRATCH_EPOCHS = list(range(1, LM["scratch"]["epochs"] + 1)) if LM_SETTINGS else []
+LM_GROUPS = LM.get("groups", []) if LM_SETTINGS else []
+FIGURES = config["figures"]
+
+# Every result path, in one place. Checkpoint names carry the epoch as 4 digits.
+P = SimpleNamespace(
+    data="results/data/{dataset}.npz",
+    vocab="results/data/{dataset}.vocab.json",
+    base="results/base/{setting}/seed{seed}.msgpack",
+    base_log="results/base/{setting}/seed{seed}.log.parquet",
+    expanded="results/expanded/{setting}/{expansion}/seed{seed}.msgpack",
+    trained="results/checkpoints/{setting}/{expansion}/seed{seed}/epoch{epoch}.msgpack",
+    run_log="results/checkpoints/{setting}/{expansion}/seed{seed}/log.parquet",
+    scratch="results/scratch/{setting}/seed{seed}/epoch{epoch}.msgpack",
+    scratch_log="results/scratch/{setting}/seed{seed}/log.parquet",
+    # Per seed: epoch 0 (phi* and every theta^(0)), then the candidates' trained epochs.
+    initial_barriers="results/barriers/{setting}/initial/seed{seed}.parquet",
+    initial_barriers_group="results/barriers/{setting}/initial/seed{seed}.{group}.parquet",
+    barriers="results/barriers/{setting}/trained/seed{seed}.parquet",
+    barriers_group="results/barriers/{setting}/trained/seed{seed}.{group}.parquet",
+    scratch_barriers="results/barriers/{setting}/scratch/seed{seed}.parquet",
+    metrics="results/metrics/{setting}.parquet",
+    metrics_group="results/metrics/{setting}.{group}.parquet",
+    scratch_metrics="results/scratch/{setting}.parquet",
+    proxies="results/proxies/{setting}.parquet",
+    correlations="results/correlations/{setting}.parquet",
+    sensitivity="results/sensitivity/{setting}.parquet",
+    ranking="results/rankings/{setting}.parquet",
+    ranking_md="results/rankings/{setting}.md",
+    summary="results/tables/correlations_summary.parquet",
+    table4="results/tables/table4.parquet",
+    table4_md="results/tables/table4.md",
+    curves="results/curves/figure1.parquet",
+    figure="results/figures/{figure}.png",
+    figure_pdf="results/figures/{figure}.pdf",
+)
 
 
-def is_image(setting):
-    return SETTINGS[setting]["model"]["kind"] != "bert"
-
-
-IMAGE_SETTINGS = [s for s in SETTINGS if is_image(s)]
-LM_SETTINGS = [s for s in SETTINGS if not is_image(s)]
-
-
-def checkpoint_epochs(candidate):
-    """Epochs kept of a candidate run: 0 (the expanded model) and T always."""
-    T = candidate["epochs"]
-    every = candidate.get("checkpoint_every", 1)
-    return sorted({0, T} | set(candidate.get("checkpoints", range(0, T + 1, every))))
-
-
-EPOCHS = checkpoint_epochs(config["candidate"])
-LM_EPOCHS = checkpoint_epochs(config["lm"]["candidate"])
-LM_BASE_EPOCHS = list(range(1, config["lm"].get("base", {}).get("epochs", 1) + 1))
-
-
-def epochs_of(setting):
-    return EPOCHS if is_image(setting) else LM_EPOCHS
+def epoch_name(e):
+    return f"{e:04d}"
 
 
 def alternatives(names):
@@ -104,29 +78,35 @@ def alternatives(names):
 
 wildcard_constraints:
     setting="[^/.]+",
-    expansion="[^/]+",
+    expansion="(?!(?:base|initial|scratch)/)[^/]+",
     dataset="[^/.]+",
     seed=r"\d+",
+    group=r"heads_0|ffn_\d+",
 
 
-def track(wildcards):
-    """The config section of the setting's track: hyperparameters per track."""
-    return config if is_image(wildcards.setting) else config["lm"]
+def code(script):
+    """The hash of the package code `script` runs (see manifold_metric.provenance):
+    in a rule's params, so that editing that code reruns the rule."""
+    return provenance.code_hash(os.path.join(workflow.basedir, "workflow", "scripts", script))
 
 
-def get_dataset_npz(wildcards):
-    return f"results/data/{SETTINGS[wildcards.setting]['dataset']}.npz"
+def epochs_of(setting):
+    return EPOCHS if setting in IMAGE_SETTINGS else LM_EPOCHS
 
 
 def get_dataset_spec(wildcards):
-    spec = dict(config["datasets"][wildcards.dataset])
-    spec.setdefault("path", config.get("data_dir", "data"))
-    return spec
+    """A dataset's config entry with its directory resolved (`path`)."""
+    spec = config["datasets"][wildcards.dataset]
+    return {**spec, "path": study.dataset_path(spec, config.get("data_dir", "data"))}
+
+
+def get_dataset_npz(wildcards):
+    return P.data.format(dataset=SETTINGS[wildcards.setting]["dataset"])
 
 
 def get_vocab(wildcards):
     text = config["datasets"][wildcards.dataset]["source"] == "wikitext"
-    return [f"results/data/{wildcards.dataset}.vocab.json"] if text else []
+    return [P.vocab.format(dataset=wildcards.dataset)] if text else []
 
 
 def get_model(wildcards):
@@ -138,93 +118,128 @@ def get_expansion(wildcards):
 
 
 def get_train_hp(wildcards):
-    return track(wildcards)["train"]
+    return study.train_hp(config, wildcards.setting)
+
+
+def get_base(wildcards):
+    return study.track(config, wildcards.setting)["base"]
 
 
 def get_metric_batch_size(wildcards):
-    return (config["metric"]["batch_size"] if is_image(wildcards.setting)
-            else config["lm"]["metric_batch_size"])
+    return (config["metric"]["batch_size"] if wildcards.setting in IMAGE_SETTINGS
+            else LM["metric_batch_size"])
 
 
-def run_dir(wildcards):
-    return f"results/checkpoints/{wildcards.setting}/{wildcards.expansion}/seed{wildcards.seed}"
+def get_group(wildcards):
+    return getattr(wildcards, "group", None)
 
 
-def get_run_checkpoints(wildcards):
-    """(epoch -> checkpoint) of one barrier set: phi* alone for 'base'; the
-    base run's epochs from random initialisation for 'scratch' (BERT)."""
+def run_checkpoints(setting, expansion, seed):
+    """The trained checkpoints (epochs >= 1) of one candidate run."""
+    return {e: P.trained.format(setting=setting, expansion=expansion, seed=seed,
+                                   epoch=epoch_name(e))
+            for e in epochs_of(setting) if e > 0}
+
+
+def get_initial_checkpoints(wildcards):
+    """phi* and every theta^(0) of one seed: the epoch-0 barrier sets."""
     w = wildcards
-    if w.expansion == "base":
-        return {"epoch0": f"results/base/{w.setting}/seed{w.seed}.msgpack"}
-    if w.expansion == "scratch":
-        return {f"epoch{e}": f"results/scratch/{w.setting}/seed{w.seed}/epoch{e:04d}.msgpack"
-                for e in LM_BASE_EPOCHS}
-    ckpts = {"epoch0": f"results/expanded/{w.setting}/{w.expansion}/seed{w.seed}.msgpack"}
-    ckpts.update({f"epoch{e}": f"{run_dir(w)}/epoch{e:04d}.msgpack"
-                  for e in epochs_of(w.setting) if e > 0})
-    return ckpts
+    out = {"base": P.base.format(setting=w.setting, seed=w.seed)}
+    out.update({e: P.expanded.format(setting=w.setting, expansion=e, seed=w.seed)
+                for e in SETTINGS[w.setting]["expansions"]})
+    return out
 
 
-def barrier_file(setting, expansion, seed, group=None):
-    suffix = f".{group}" if group else ""
-    return f"results/barriers/{setting}/{expansion}/seed{seed}{suffix}.parquet"
+def get_trained_checkpoints(wildcards):
+    """Every candidate's trained checkpoints of one seed, by (expansion, epoch)."""
+    w = wildcards
+    return {(e, epoch): path for e in SETTINGS[w.setting]["expansions"]
+            for epoch, path in run_checkpoints(w.setting, e, w.seed).items()}
+
+
+def get_scratch_checkpoints(wildcards):
+    return {f"epoch{e}": P.scratch.format(setting=wildcards.setting, seed=wildcards.seed,
+                                          epoch=epoch_name(e)) for e in SCRATCH_EPOCHS}
+
+
+def seeds_of(setting):
+    return study.seeds(config, setting)
+
+
+def barrier_files(setting, group=None):
+    """Every barrier set the metric table of a setting (and group) reads."""
+    initial = P.initial_barriers_group if group else P.initial_barriers
+    trained = P.barriers_group if group else P.barriers
+    return [f.format(setting=setting, seed=s, group=group) for f in (initial, trained)
+            for s in seeds_of(setting)]
 
 
 def get_setting_barriers(wildcards):
-    s, group = wildcards.setting, getattr(wildcards, "group", None)
-    return [barrier_file(s, e, seed, group)
-            for e in ["base", *SETTINGS[s]["expansions"]] for seed in SEEDS]
+    return barrier_files(wildcards.setting, get_group(wildcards))
+
+
+def get_initial_barriers(wildcards):
+    return [P.initial_barriers.format(setting=wildcards.setting, seed=s)
+            for s in seeds_of(wildcards.setting)]
 
 
 def get_scratch_barriers(wildcards):
-    return [barrier_file(wildcards.setting, "scratch", seed) for seed in SEEDS]
+    return [P.scratch_barriers.format(setting=wildcards.setting, seed=s)
+            for s in seeds_of(wildcards.setting)]
 
 
 def get_setting_logs(wildcards):
-    s = wildcards.setting
-    return [f"results/checkpoints/{s}/{e}/seed{seed}/log.parquet"
-            for e in SETTINGS[s]["expansions"] for seed in SEEDS]
-
-
-def get_figure1_checkpoints(wildcards):
-    f1 = config["figures"]["figure1"]
-    s, T = f1["setting"], config["candidate"]["epochs"]
-    ckpts = {"base": [f"results/base/{s}/seed{seed}.msgpack" for seed in SEEDS]}
-    for e in f1["expansions"]:
-        ckpts[e] = [f"results/checkpoints/{s}/{e}/seed{seed}/epoch{T:04d}.msgpack"
-                    for seed in SEEDS]
-    return ckpts
-
-
-def figure_tables(table, figure=None, suffix=""):
-    """One table per setting drawn in a figure (its figures.<name>.settings);
-    the figure is named here or by the {figure} wildcard."""
-    def get(wildcards):
-        settings = config["figures"][figure or wildcards.figure]["settings"]
-        return [f"results/{table}/{s}{suffix}.parquet" for s in settings]
-    return get
-
-
-def get_proxies(wildcards):
-    s = wildcards.setting
-    return [f"results/proxies/{s}.parquet"] if is_image(s) else []
+    return [P.run_log.format(setting=wildcards.setting, expansion=e, seed=s)
+            for e in SETTINGS[wildcards.setting]["expansions"] for s in seeds_of(wildcards.setting)]
 
 
 def get_proxy_checkpoints(wildcards):
     """phi* and every theta^(0) of one setting, for the zero-cost proxies."""
     s = wildcards.setting
-    return {f"{e}_seed{seed}": (f"results/base/{s}/seed{seed}.msgpack" if e == "base" else
-                                f"results/expanded/{s}/{e}/seed{seed}.msgpack")
-            for e in ["base", *SETTINGS[s]["expansions"]] for seed in SEEDS}
+    return {f"{e}_seed{seed}": (P.base.format(setting=s, seed=seed) if e == "base" else
+                                P.expanded.format(setting=s, expansion=e, seed=seed))
+            for e in ["base", *SETTINGS[s]["expansions"]] for seed in seeds_of(s)}
+
+
+def largest_expansion(setting):
+    """The candidate with the most parameters-to-be, by config order: the last."""
+    return list(SETTINGS[setting]["expansions"])[-1]
 
 
 def get_table4_checkpoints(wildcards):
-    """Per image setting, its last (largest) expansion right after expansion, seed 0."""
-    return {s: f"results/expanded/{s}/{list(SETTINGS[s]['expansions'])[-1]}/seed{SEEDS[0]}.msgpack"
-            for s in IMAGE_SETTINGS}
+    """Per setting, its last (largest) expansion right after expansion, first seed."""
+    return {s: P.expanded.format(setting=s, expansion=largest_expansion(s), seed=seeds_of(s)[0])
+            for s in SETTINGS}
 
 
-LM_GROUPS = config["lm"].get("groups", [])
+def get_table4_data(wildcards):
+    return {f"data_{s}": P.data.format(dataset=SETTINGS[s]["dataset"]) for s in SETTINGS}
+
+
+def get_figure1_checkpoints(wildcards):
+    f1 = FIGURES["figure1"]
+    s, T = f1["setting"], config["candidate"]["epochs"]
+    ckpts = {"base": [P.base.format(setting=s, seed=seed) for seed in seeds_of(s)]}
+    for e in f1["expansions"]:
+        ckpts[e] = [P.trained.format(setting=s, expansion=e, seed=seed, epoch=epoch_name(T))
+                    for seed in seeds_of(s)]
+    return ckpts
+
+
+def figure_settings(figure):
+    return FIGURES.get(figure, {}).get("settings", [])
+
+
+def figure_tables(template, figure):
+    """One table per setting drawn in a figure."""
+    return lambda wildcards: [template.format(setting=s) for s in figure_settings(figure)]
+
+
+def expansion_kinds(figure):
+    """Per setting of a figure, its expansions' kinds (Figures 4 and 10 split
+    a setting into one column per kind with `by_kind`)."""
+    return {s: {e: spec["kind"] for e, spec in SETTINGS[s]["expansions"].items()}
+            for s in figure_settings(figure)}
 
 
 def get_intermediates():
@@ -233,31 +248,29 @@ def get_intermediates():
     ignores a missing input of an up-to-date output)."""
     files = []
     for s in SETTINGS:
-        for seed in SEEDS:
-            w = SimpleNamespace(setting=s, seed=seed)
-            files += get_setting_barriers(w) + get_setting_logs(w)
-            files.append(f"results/base/{s}/seed{seed}.log.parquet")
+        files += barrier_files(s) + [P.proxies.format(setting=s)]
+        for seed in seeds_of(s):
+            files += [P.base.format(setting=s, seed=seed), P.base_log.format(setting=s, seed=seed)]
             for e in SETTINGS[s]["expansions"]:
-                w = SimpleNamespace(setting=s, seed=seed, expansion=e)
-                files += list(get_run_checkpoints(w).values())
-        if is_image(s):
-            files.append(f"results/proxies/{s}.parquet")
-        else:
+                files.append(P.expanded.format(setting=s, expansion=e, seed=seed))
+                files.append(P.run_log.format(setting=s, expansion=e, seed=seed))
+                files += run_checkpoints(s, e, seed).values()
+        if s in LM_SETTINGS:
             files += get_scratch_barriers(SimpleNamespace(setting=s))
             for g in LM_GROUPS:
-                files += get_setting_barriers(SimpleNamespace(setting=s, group=g))
+                files += barrier_files(s, g)
     return sorted(set(files))
 
 
 def get_final_targets():
     targets = get_intermediates()
-    targets += [f"results/{t}/{s}.parquet" for s in SETTINGS
-                for t in ("metrics", "correlations", "sensitivity")]
-    targets += [f"results/metrics/{s}.{g}.parquet" for s in LM_SETTINGS for g in LM_GROUPS]
-    targets += [f"results/scratch/{s}.parquet" for s in LM_SETTINGS]
-    targets.append("results/tables/correlations_summary.parquet")
-    if IMAGE_SETTINGS:
-        targets += ["results/tables/table4.parquet", "results/tables/table4.md"]
-    for fig in config["figures"]:
-        targets += [f"results/figures/{fig}.png", f"results/figures/{fig}.pdf"]
+    for s in SETTINGS:
+        targets += [t.format(setting=s) for t in (P.metrics, P.correlations, P.sensitivity,
+                                                   P.ranking, P.ranking_md)]
+    for s in LM_SETTINGS:
+        targets += [P.metrics_group.format(setting=s, group=g) for g in LM_GROUPS]
+        targets.append(P.scratch_metrics.format(setting=s))
+    targets += [P.summary, P.table4, P.table4_md]
+    for fig in FIGURES:
+        targets += [P.figure.format(figure=fig), P.figure_pdf.format(figure=fig)]
     return targets

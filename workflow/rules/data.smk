@@ -1,8 +1,11 @@
 rule build_vocab:
+    input:
+        raw=get_raw_files,
     output:
-        "results/data/{dataset}.vocab.json",
+        P.vocab,
     params:
         spec=get_dataset_spec,
+        code=code("build_vocab.py"),
     log:
         "logs/data/{dataset}.vocab.log",
     script:
@@ -12,10 +15,12 @@ rule build_vocab:
 rule prepare_dataset:
     input:
         get_vocab,
+        raw=get_raw_files,
     output:
-        "results/data/{dataset}.npz",
+        P.data,
     params:
         spec=get_dataset_spec,
+        code=code("prepare_dataset.py"),
     log:
         "logs/data/{dataset}.log",
     script:

@@ -1,14 +1,46 @@
+# What each figure shows, for its entry in the report (`snakemake --report`).
+FIGURE_TITLES = {
+    "figure1": "loss along linear paths between permuted minima",
+    "figure2": "Kendall tau at t = 0 of every score with G_T*",
+    "figure3": "G_t, M_t and Kendall tau over epochs",
+    "figure4": "G_t and M_t over epochs, per setting or expansion kind",
+    "figure5": "G_t, M_t and Kendall tau over epochs",
+    "figure6": "Kendall tau of M_0 over the (q, n) grid",
+    "figure7": "Spearman and Pearson at t = 0 of every score with G_T*",
+    "figure8": "Kendall tau of M_0 over the (q, n) grid",
+    "figure9": "G_t, M_t and Kendall tau over epochs",
+    "figure10": "G_t and M_t over epochs, per setting or expansion kind",
+    "figure11": "BERT from random initialisation; attention heads permuted",
+}
+
+
+def figure_report(name):
+    """The png of a figure in the report: category Figures, one subcategory
+    per figure, its caption workflow/report/<name>.rst."""
+    spec = FIGURES.get(name, {})
+    settings = spec.get("settings") or [spec[k] for k in ["setting"] if k in spec]
+    number = name[len("figure"):]
+    return report(P.figure.format(figure=name), caption=f"../report/{name}.rst",
+                  category="Figures", subcategory=f"Figure {number}: {FIGURE_TITLES[name]}",
+                  labels={"figure": f"Figure {number}", "settings": ", ".join(settings)})
+
+
+def figure_outputs(name):
+    return {"png": figure_report(name), "pdf": P.figure_pdf.format(figure=name)}
+
+
 rule loss_curves:
     input:
         unpack(get_figure1_checkpoints),
-        data=lambda w: f"results/data/{SETTINGS[config['figures']['figure1']['setting']]['dataset']}.npz",
+        data=lambda w: P.data.format(dataset=SETTINGS[FIGURES["figure1"]["setting"]]["dataset"]),
     output:
-        "results/curves/figure1.parquet",
+        P.curves,
     params:
-        alphas=config["figures"].get("figure1", {}).get("alphas", 21),
-        pairs=config["figures"].get("figure1", {}).get("pairs", 20),
+        alphas=FIGURES.get("figure1", {}).get("alphas", 21),
+        pairs=FIGURES.get("figure1", {}).get("pairs", 20),
         batch_size=config["metric"]["batch_size"],
-        seeds=SEEDS,
+        seeds=seeds_of(FIGURES["figure1"]["setting"]) if "figure1" in FIGURES else [],
+        code=code("loss_curves.py"),
     log:
         "logs/curves/figure1.log",
     script:
@@ -17,110 +49,166 @@ rule loss_curves:
 
 rule figure1:
     input:
-        "results/curves/figure1.parquet",
+        P.curves,
     output:
-        png="results/figures/figure1.png",
-        pdf="results/figures/figure1.pdf",
+        **figure_outputs("figure1"),
+    params:
+        code=code("figure1.py"),
     log:
         "logs/figures/figure1.log",
     script:
         "../scripts/figure1.py"
 
 
-rule figure3:
-    input:
-        metrics=figure_tables("metrics", "figure3"),
-        correlations=figure_tables("correlations", "figure3"),
-    output:
-        png="results/figures/figure3.png",
-        pdf="results/figures/figure3.pdf",
-    params:
-        main_q=config["metric"]["main_q"],
-        main_n=config["metric"]["main_n"],
-    log:
-        "logs/figures/figure3.log",
-    script:
-        "../scripts/figure3.py"
-
-
+# Figures 2 and 7: every score's correlation at t = 0 with G_T*, per setting.
 rule figure2:
     input:
-        figure_tables("correlations", "figure2"),
+        correlations=figure_tables(P.correlations, "figure2"),
+        metrics=figure_tables(P.metrics, "figure2"),
     output:
-        png="results/figures/figure2.png",
-        pdf="results/figures/figure2.pdf",
+        **figure_outputs("figure2"),
     params:
+        settings=figure_settings("figure2"),
         methods=["kendall"],
+        code=code("figure_bars.py"),
     log:
         "logs/figures/figure2.log",
     script:
         "../scripts/figure_bars.py"
 
 
-rule figure7:
+use rule figure2 as figure7 with:
     input:
-        figure_tables("correlations", "figure7"),
+        correlations=figure_tables(P.correlations, "figure7"),
+        metrics=figure_tables(P.metrics, "figure7"),
     output:
-        png="results/figures/figure7.png",
-        pdf="results/figures/figure7.pdf",
+        **figure_outputs("figure7"),
     params:
+        settings=figure_settings("figure7"),
         methods=["spearman", "pearson"],
+        code=code("figure_bars.py"),
     log:
         "logs/figures/figure7.log",
-    script:
-        "../scripts/figure_bars.py"
 
 
-rule figure_sensitivity:
+# Figures 3, 5 and 9: G_t, M_t and Kendall tau over epochs, a row per setting.
+rule figure3:
     input:
-        figure_tables("sensitivity"),
+        metrics=figure_tables(P.metrics, "figure3"),
+        correlations=figure_tables(P.correlations, "figure3"),
     output:
-        png="results/figures/{figure}.png",
-        pdf="results/figures/{figure}.pdf",
-    wildcard_constraints:
-        figure="figure6|figure8",
-    log:
-        "logs/figures/{figure}.log",
-    script:
-        "../scripts/figure_sensitivity.py"
-
-
-rule figure4:
-    input:
-        figure_tables("metrics", "figure4"),
-    output:
-        png="results/figures/figure4.png",
-        pdf="results/figures/figure4.pdf",
+        **figure_outputs("figure3"),
     params:
+        settings=figure_settings("figure3"),
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
+        code=code("figure_epochs.py"),
     log:
-        "logs/figures/figure4.log",
+        "logs/figures/figure3.log",
     script:
-        "../scripts/figure4.py"
+        "../scripts/figure_epochs.py"
 
 
 use rule figure3 as figure5 with:
     input:
-        metrics=figure_tables("metrics", "figure5"),
-        correlations=figure_tables("correlations", "figure5"),
+        metrics=figure_tables(P.metrics, "figure5"),
+        correlations=figure_tables(P.correlations, "figure5"),
     output:
-        png="results/figures/figure5.png",
-        pdf="results/figures/figure5.pdf",
+        **figure_outputs("figure5"),
+    params:
+        settings=figure_settings("figure5"),
+        main_q=config["metric"]["main_q"],
+        main_n=config["metric"]["main_n"],
+        code=code("figure_epochs.py"),
     log:
         "logs/figures/figure5.log",
 
 
-rule figure11:
+use rule figure3 as figure9 with:
     input:
-        scratch=figure_tables("scratch", "figure11"),
-        heads=figure_tables("metrics", "figure11", suffix=".heads_0"),
+        metrics=figure_tables(P.metrics, "figure9"),
+        correlations=figure_tables(P.correlations, "figure9"),
     output:
-        png="results/figures/figure11.png",
-        pdf="results/figures/figure11.pdf",
+        **figure_outputs("figure9"),
     params:
+        settings=figure_settings("figure9"),
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
+        code=code("figure_epochs.py"),
+    log:
+        "logs/figures/figure9.log",
+
+
+# Figures 4 and 10: G_t and M_t, a column per setting (or per expansion kind).
+rule figure4:
+    input:
+        figure_tables(P.metrics, "figure4"),
+    output:
+        **figure_outputs("figure4"),
+    params:
+        settings=figure_settings("figure4"),
+        by_kind=FIGURES.get("figure4", {}).get("by_kind", False),
+        kinds=expansion_kinds("figure4"),
+        main_q=config["metric"]["main_q"],
+        main_n=config["metric"]["main_n"],
+        code=code("figure_columns.py"),
+    log:
+        "logs/figures/figure4.log",
+    script:
+        "../scripts/figure_columns.py"
+
+
+use rule figure4 as figure10 with:
+    input:
+        figure_tables(P.metrics, "figure10"),
+    output:
+        **figure_outputs("figure10"),
+    params:
+        settings=figure_settings("figure10"),
+        by_kind=FIGURES.get("figure10", {}).get("by_kind", False),
+        kinds=expansion_kinds("figure10"),
+        main_q=config["metric"]["main_q"],
+        main_n=config["metric"]["main_n"],
+        code=code("figure_columns.py"),
+    log:
+        "logs/figures/figure10.log",
+
+
+# Figures 6 and 8: Kendall tau of M_0 over the (q, n) grid.
+rule figure6:
+    input:
+        figure_tables(P.sensitivity, "figure6"),
+    output:
+        **figure_outputs("figure6"),
+    params:
+        code=code("figure_sensitivity.py"),
+    log:
+        "logs/figures/figure6.log",
+    script:
+        "../scripts/figure_sensitivity.py"
+
+
+use rule figure6 as figure8 with:
+    input:
+        figure_tables(P.sensitivity, "figure8"),
+    output:
+        **figure_outputs("figure8"),
+    log:
+        "logs/figures/figure8.log",
+
+
+rule figure11:
+    input:
+        scratch=figure_tables(P.scratch_metrics, "figure11"),
+        heads=lambda w: [P.metrics_group.format(setting=s, group="heads_0")
+                         for s in figure_settings("figure11")],
+    output:
+        **figure_outputs("figure11"),
+    params:
+        settings=figure_settings("figure11"),
+        main_q=config["metric"]["main_q"],
+        main_n=config["metric"]["main_n"],
+        code=code("figure11.py"),
     log:
         "logs/figures/figure11.log",
     script:

@@ -1,71 +1,72 @@
-# Image models train to early stopping; BERT for a fixed number of epochs,
-# keeping each (Figure 11's run from random initialisation).
+# phi*: image models to early stopping, BERT for a fixed number of epochs.
 rule train_base:
     input:
         data=get_dataset_npz,
     output:
-        checkpoint="results/base/{setting}/seed{seed}.msgpack",
-        log="results/base/{setting}/seed{seed}.log.parquet",
-    wildcard_constraints:
-        setting=alternatives(IMAGE_SETTINGS),
+        checkpoint=P.base,
+        log=P.base_log,
     params:
         model=get_model,
-        train=config["train"],
-        base=config["base"],
+        train=get_train_hp,
+        base=get_base,
+        code=code("train_base.py"),
     log:
         "logs/base/{setting}/seed{seed}.log",
     script:
         "../scripts/train_base.py"
 
 
-use rule train_base as train_base_lm with:
+# Figure 11 (i): a BERT trained from random initialisation, every epoch kept.
+rule train_scratch:
+    input:
+        data=get_dataset_npz,
     output:
-        checkpoint="results/base/{setting}/seed{seed}.msgpack",
-        log="results/base/{setting}/seed{seed}.log.parquet",
-        scratch=[
-            f"results/scratch/{{setting}}/seed{{seed}}/epoch{e:04d}.msgpack"
-            for e in LM_BASE_EPOCHS
-        ],
+        checkpoints=expand(P.scratch, epoch=map(epoch_name, SCRATCH_EPOCHS), allow_missing=True),
+        log=P.scratch_log,
     wildcard_constraints:
         setting=alternatives(LM_SETTINGS),
     params:
         model=get_model,
-        train=config["lm"].get("train"),
-        base=config["lm"].get("base"),
-        save=LM_BASE_EPOCHS,
+        train=get_train_hp,
+        epochs=LM.get("scratch", {}).get("epochs"),
+        code=code("train_scratch.py"),
+    log:
+        "logs/scratch/{setting}/seed{seed}.log",
+    script:
+        "../scripts/train_scratch.py"
 
 
 rule expand_candidate:
     input:
         data=get_dataset_npz,
-        base="results/base/{setting}/seed{seed}.msgpack",
+        base=P.base,
     output:
-        "results/expanded/{setting}/{expansion}/seed{seed}.msgpack",
+        P.expanded,
     params:
         expansion=get_expansion,
         train=get_train_hp,
+        code=code("expand_candidate.py"),
     log:
         "logs/expanded/{setting}/{expansion}/seed{seed}.log",
     script:
         "../scripts/expand_candidate.py"
 
 
+# The checkpoints kept differ per track (config candidate / lm.candidate).
 rule train_candidate:
     input:
         data=get_dataset_npz,
-        expanded="results/expanded/{setting}/{expansion}/seed{seed}.msgpack",
+        expanded=P.expanded,
     output:
-        checkpoints=[
-            f"results/checkpoints/{{setting}}/{{expansion}}/seed{{seed}}/epoch{e:04d}.msgpack"
-            for e in EPOCHS[1:]
-        ],
-        log="results/checkpoints/{setting}/{expansion}/seed{seed}/log.parquet",
+        checkpoints=expand(P.trained, epoch=map(epoch_name, EPOCHS[1:]), allow_missing=True),
+        log=P.run_log,
     wildcard_constraints:
         setting=alternatives(IMAGE_SETTINGS),
     params:
-        train=config["train"],
+        train=get_train_hp,
         epochs=config["candidate"]["epochs"],
         save=EPOCHS[1:],
+        code=code("train_candidate.py"),
     log:
         "logs/checkpoints/{setting}/{expansion}/seed{seed}.log",
     script:
@@ -74,14 +75,12 @@ rule train_candidate:
 
 use rule train_candidate as train_candidate_lm with:
     output:
-        checkpoints=[
-            f"results/checkpoints/{{setting}}/{{expansion}}/seed{{seed}}/epoch{e:04d}.msgpack"
-            for e in LM_EPOCHS[1:]
-        ],
-        log="results/checkpoints/{setting}/{expansion}/seed{seed}/log.parquet",
+        checkpoints=expand(P.trained, epoch=map(epoch_name, LM_EPOCHS[1:]), allow_missing=True),
+        log=P.run_log,
     wildcard_constraints:
         setting=alternatives(LM_SETTINGS),
     params:
-        train=config["lm"].get("train"),
-        epochs=config["lm"]["candidate"]["epochs"],
+        train=get_train_hp,
+        epochs=LM.get("candidate", {}).get("epochs"),
         save=LM_EPOCHS[1:],
+        code=code("train_candidate.py"),

@@ -13,8 +13,9 @@ if spec["source"] == "wikitext":
                     seq_len=spec["seq_len"], max_tokens=spec.get("max_tokens"))
   summary = f"{len(ds['train'])} train, {len(ds['val'])} val sequences of {spec['seq_len']}"
 else:
-  ds = data.load(spec["source"], spec.get("path"), val_fraction=spec.get("val_fraction", 0.2),
-                 split_seed=spec.get("split_seed", 0), limit=spec.get("limit"))
+  ds = data.load(spec["source"], spec["path"], val_fraction=spec.get("val_fraction", 0.2),
+                 split_seed=spec.get("split_seed", 0), limit=spec.get("limit"),
+                 pool_factor=spec.get("pool", 1))
   summary = (f"{len(ds['x_train'])} train, {len(ds['x_val'])} val, shape "
              f"{ds['x_train'].shape[1:]}, {ds['num_classes']} classes")
 print(f"{snakemake.wildcards.dataset}: {summary}", file=sys.stderr)
