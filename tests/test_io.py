@@ -54,3 +54,10 @@ def test_failed_write_leaves_nothing(tmp_path):
       open(tmp, "wb").write(b"partial")
       raise RuntimeError("killed")
   assert os.listdir(tmp_path) == []
+
+
+def test_a_table_with_no_rows_is_refused(tmp_path):
+  path = tmp_path / "t.parquet"
+  with pytest.raises(ValueError, match=f"refusing to write {path}: the table has no rows"):
+    io.write_table(pd.DataFrame(columns=["setting", "value"]), path)
+  assert list(tmp_path.iterdir()) == []
