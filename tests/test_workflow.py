@@ -36,7 +36,7 @@ def test_tables_open_in_pandas(project):
   assert set(heads.group) == {"heads_0"}
   scratch = pd.read_parquet(project / "results" / "scratch" / "wikitext-bert.parquet")
   assert (scratch[scratch.epoch == 1].M == 0).all()  # epoch 1 is the reference
-  assert sorted(scratch.epoch.unique()) == [1, 2]  # lm.scratch.epochs, its own run
+  assert sorted(scratch.epoch.unique()) == [1, 2, 3]  # lm.scratch.epochs, not the base's 2
   m = pd.read_parquet(project / "results" / "metrics" / "digits-mlp.parquet")
   assert {"setting", "expansion", "seed", "epoch", "q", "n", "lambda", "m", "M", "gain",
           "val_acc", "sotl_e", "gain_best"} <= set(m)
