@@ -149,6 +149,18 @@ def untrained(slow_study: Path, tmp_path: Path) -> Path:
   return p
 
 
+def resume(p: Path, clean: Path, interrupted_at: float) -> str:
+  """The README's command after an interruption: it runs without
+  IncompleteFilesException or LockException, retrains the interrupted run
+  only, leaves what a clean run leaves and no lock. Returns its output."""
+  out = ok(snakemake(p, SLOW_TARGET))
+  assert "IncompleteFilesException" not in out and "LockException" not in out
+  assert "train_candidate" in out and "expand_candidate" not in out
+  assert_same_as_clean_run(p, clean, interrupted_at)
+  assert not locks(p) and not list((p / ".snakemake" / "owners").iterdir())
+  return out
+
+
 def assert_same_as_clean_run(p: Path, clean: Path, interrupted_at: float):
   pd.testing.assert_frame_equal(pd.read_parquet(p / SLOW_TARGET),
                                 pd.read_parquet(clean / SLOW_TARGET))
@@ -182,11 +194,7 @@ def test_sigint_mid_training_then_the_same_command_resumes(slow_study, tmp_path)
   assert (p / SLOW_RUN / "epoch0020.msgpack").exists()  # ... and left an incomplete output.
   # The README's command again, nothing typed in between: the interrupted job's
   # outputs are rebuilt (rerun-incomplete in profiles/default), not refused.
-  out = ok(snakemake(p, SLOW_TARGET))
-  assert "IncompleteFilesException" not in out and "LockException" not in out
-  assert "train_candidate" in out and "expand_candidate" not in out
-  assert_same_as_clean_run(p, slow_study, interrupted_at)
-  assert not locks(p) and not list((p / ".snakemake" / "owners").iterdir())
+  resume(p, slow_study, interrupted_at)
 
 
 def test_sigkill_of_snakemake_orphans_its_job_and_the_same_command_resumes(slow_study, tmp_path):
@@ -213,15 +221,11 @@ def test_sigkill_of_snakemake_orphans_its_job_and_the_same_command_resumes(slow_
   assert all(running(pid) for pid in orphans) and locks(p)
   # The README's command again: it stops the orphan, removes the stale lock,
   # rebuilds the incomplete outputs and finishes; no --unlock, no flags.
-  out = ok(snakemake(p, SLOW_TARGET))
-  assert "IncompleteFilesException" not in out and "LockException" not in out
+  out = resume(p, slow_study, interrupted_at)
   line, = [l for l in out.splitlines() if "Recovering from an interrupted run" in l]
   assert f"local snakemake pid {snakemake_pid} on " in line
   assert all(str(pid) in line for pid in orphans) and "removed its stale lock" in line
   assert not any(running(pid) for pid in orphans)
-  assert "train_candidate" in out and "expand_candidate" not in out
-  assert_same_as_clean_run(p, slow_study, interrupted_at)
-  assert not locks(p) and not list((p / ".snakemake" / "owners").iterdir())
 
 
 def test_concurrent_run_is_refused_while_the_first_runs(slow_study, tmp_path):
