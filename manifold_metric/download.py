@@ -3,37 +3,37 @@
 `ensure(source, path)` makes sure the files the loaders read (`data.load`,
 `text.read_split`) exist under a dataset's configured directory `path`. It
 returns at once when they do; otherwise it unpacks an archive the user put in
-place by hand, or downloads the official archive, checks its length and md5
-and unpacks it. Every step writes under a temporary name beside its
-destination and renames into place only what is complete and verified, so a
-failed or interrupted download never leaves a file that passes for a complete
-one. Failures raise a `DownloadError` (a `files.InputError`) that names the
-address, the expected md5 and where to put the file by hand.
+place by hand, or downloads the official archive with pooch (which checks its
+md5 before the file gets its real name) and unpacks it with pooch's
+processors. A failed or interrupted download never leaves a file that passes
+for a complete one. Failures raise a `DownloadError` (a `files.InputError`)
+that names the address, the expected md5 and where to put the file by hand.
 """
 
+import contextlib
 import dataclasses
 import gzip
-import hashlib
-import http.client
 import os
-import posixpath
 import shutil
 import stat
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 import zipfile
 import zlib
 
-from manifold_metric.files import InputError, atomic_path
+import pooch
 
-# Seconds without any data from the server before giving up: long enough for a
-# slow mirror, short enough that a dead server does not hang a job forever.
+from manifold_metric.files import InputError
+
+# Seconds without any data from the server (before it answers, or between two
+# reads) before giving up: long enough for a slow mirror, short enough that a
+# dead or stalled server does not hang a job forever. Read at call time, so
+# tests can lower it.
 DEFAULT_TIMEOUT = 60.0
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,7 @@ class DownloadError(InputError):
 
 
 class NetworkError(DownloadError):
-  """The server could not be reached (no network, refused, timed out) or refused the file."""
+  """The server could not be reached (no network, refused, no answer) or refused the file."""
 
 
 class ChecksumError(DownloadError):
@@ -174,85 +174,123 @@ def files(source: str, path, splits=None) -> list[str]:
           if splits is None or s in splits for f in names]
 
 
-def md5sum(path) -> str:
-  """The md5 of a file as 32 hex digits, read in chunks.
-
-  Args:
-    path: the file.
-
-  Returns:
-    The hex digest.
-  """
-  digest = hashlib.md5(usedforsecurity=False)
-  with open(path, "rb") as f:
-    while chunk := f.read(_CHUNK):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def _mb(n):
   return f"{n / 1e6:.1f} MB"
 
 
 class _Progress:
-  """A progress line on `out` every `every` seconds, not per chunk: logs stay readable."""
+  """Progress lines on `out` every `every` seconds (not per chunk: logs stay
+  readable), as the progress bar object pooch's HTTPDownloader accepts:
+  pooch sets `total` (0 when the server sends no length) once the server has
+  answered, calls `update` per chunk and, on success, `reset`, `update` and
+  `close` to fill the bar.
+  """
 
-  def __init__(self, name, total, every, out):
-    self.name, self.total, self.every, self.out = name, total, every, out
+  def __init__(self, name, every, out):
+    self.name, self.every, self.out = name, every, out
+    self.total = None  # still None: the server never answered
+    self.done = 0
     self.start = self.last = time.monotonic()
+    self._finishing = False
 
-  def update(self, done, final=False):
+  def update(self, n):
+    if self._finishing:  # pooch's final fill-up, not data
+      return
+    # pooch counts whole chunks; the last one may be short.
+    self.done = min(self.done + n, self.total) if self.total else self.done + n
     now = time.monotonic()
-    if not final and now - self.last < self.every:
+    if now - self.last < self.every:
       return
     self.last = now
-    rate = done / max(now - self.start, 1e-6)
-    if final:
-      line = f"{_mb(done)} in {now - self.start:.0f} s ({_mb(rate)}/s)"
-    elif self.total:
-      left = (self.total - done) / rate if rate else float("inf")
-      line = (f"{_mb(done)} / {_mb(self.total)} ({100 * done / self.total:.0f}%), "
+    rate = self.done / max(now - self.start, 1e-6)
+    if self.total:
+      left = (self.total - self.done) / rate if rate else float("inf")
+      line = (f"{_mb(self.done)} / {_mb(self.total)} ({100 * self.done / self.total:.0f}%), "
               f"{_mb(rate)}/s, {left:.0f} s left")
     else:
-      line = f"{_mb(done)} of unknown size, {_mb(rate)}/s"
+      line = f"{_mb(self.done)} of unknown size, {_mb(rate)}/s"
     print(f"{self.name}: {line}", file=self.out, flush=True)
+
+  def reset(self):
+    self._finishing = True
+
+  def close(self):
+    pass
+
+  def finish(self, size):
+    """The closing line, with the size actually received."""
+    took = time.monotonic() - self.start
+    print(f"{self.name}: {_mb(size)} in {took:.0f} s ({_mb(size / max(took, 1e-6))}/s)",
+          file=self.out, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_pooch():
+  """Silences pooch's own log lines, which duplicate ours and ignore `out`."""
+  logger = pooch.get_logger()
+  level = logger.level
+  logger.setLevel("WARNING")
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def _causes(e):
+  """`e` and what it wraps (requests and urllib3 nest the socket's error)."""
+  seen = []
+  while isinstance(e, BaseException) and e not in seen:
+    seen.append(e)
+    e = (e.__cause__ or e.__context__ or getattr(e, "reason", None)
+         or (e.args[0] if e.args else None))
+  return seen
+
+
+def _timed_out(e):
+  return any(isinstance(c, TimeoutError) for c in _causes(e))
 
 
 def _reason(e, timeout):
-  """A short human reason for a failure to connect."""
-  r = e.reason if isinstance(e, urllib.error.URLError) else e
-  if isinstance(r, ConnectionRefusedError):
+  """A short human reason for a failure to get an answer from the server."""
+  causes = _causes(e)
+  if any(isinstance(c, ConnectionRefusedError) for c in causes):
     return "connection refused"
-  if isinstance(r, TimeoutError):
+  if _timed_out(e):
     return f"no answer within {timeout:g} s"
-  if isinstance(r, OSError) and r.strerror:
-    return r.strerror
-  return str(r) or type(r).__name__
+  os_errors = [c for c in causes if isinstance(c, OSError) and c.strerror]
+  return os_errors[-1].strerror if os_errors else str(causes[-1]) or type(e).__name__
 
 
-def download(url: str, dest, md5: str, *, timeout: float = DEFAULT_TIMEOUT,
+def download(url: str, dest, md5: str, *, timeout: float | None = None,
              by_hand: str | None = None, progress_every: float = 5.0, out=None) -> None:
-  """Downloads `url` to `dest`, verified, with progress on stderr.
+  """Downloads `url` to `dest` with pooch, verified, with progress on `out`.
 
-  The file is streamed to a temporary name beside `dest`; its length is
-  checked against Content-Length (when the server sends one), then its md5,
-  and only then is it renamed to `dest`. On any failure the temporary file
-  is removed, so nothing under `dest` is ever partial.
+  pooch streams the file to a temporary name beside `dest` and renames it to
+  `dest` only once its md5 matches; on any failure the temporary file is
+  removed, so nothing under `dest` is ever partial. A body shorter than the
+  server's Content-Length is an error (requests checks it); without a length
+  the md5 tells.
 
   Args:
-    url: the address (http, https, file).
+    url: the http or https address.
     dest: the path to write.
     md5: the expected md5, 32 hex digits.
-    timeout: seconds without data from the server before giving up.
+    timeout: seconds without data from the server (before it answers, or
+      between two reads) before giving up; default `DEFAULT_TIMEOUT`.
     by_hand: what error messages tell the user to do with a file fetched by
       hand; default "put it at <dest>".
     progress_every: seconds between progress lines.
     out: the stream for progress lines; default sys.stderr.
 
   Returns:
-    None. Raises `NetworkError`, `IncompleteDownloadError` or `ChecksumError`.
+    None. Raises `NetworkError` (no answer, including a server that accepts
+    the connection and sends nothing), `IncompleteDownloadError` or
+    `ChecksumError`.
   """
+  import requests  # only for its exceptions; pooch imports it on use, too
+
   dest, md5 = os.fspath(dest), md5.lower()
+  timeout = DEFAULT_TIMEOUT if timeout is None else timeout
   out = out or sys.stderr
   by_hand = by_hand or f"put it at {dest}"
 
@@ -260,48 +298,41 @@ def download(url: str, dest, md5: str, *, timeout: float = DEFAULT_TIMEOUT,
     return cls(f"cannot download {url} ({why}); download it by hand, check its md5 is "
                f"{md5}, and {by_hand}")
 
-  request = urllib.request.Request(url, headers={"User-Agent": "manifold-metric"})
-  with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+  if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+    raise error(NetworkError, "not an http or https address")
+  progress = _Progress(os.path.basename(dest), progress_every, out)
+  http = pooch.HTTPDownloader(progressbar=progress, chunk_size=_CHUNK, timeout=timeout,
+                              headers={"User-Agent": "manifold-metric"})
+
+  def fetch(url, output_file, instance):
+    # pooch's downloader, with its failures told in our words; pooch removes
+    # `output_file` (its temporary) when this raises.
     try:
-      response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-      raise error(NetworkError, f"the server answered HTTP {e.code} {e.reason}") from e
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-      # URLError wraps refused, unreachable and unresolvable hosts; a server that
-      # accepts but never answers raises TimeoutError from getresponse directly.
-      raise error(NetworkError, _reason(e, timeout)) from e
-    with response:
-      length = response.headers.get("Content-Length")
-      total = int(length) if length and length.isdigit() else None
-      print(f"downloading {url} to {dest}" + (f" ({_mb(total)})" if total else ""),
-            file=out, flush=True)
-      progress = _Progress(os.path.basename(dest), total, progress_every, out)
-      digest, done = hashlib.md5(usedforsecurity=False), 0
-      while True:
-        try:
-          chunk = response.read(_CHUNK)
-        except (http.client.HTTPException, OSError) as e:  # IncompleteRead, reset, timeout
-          why = (f"no data for {timeout:g} s" if isinstance(e, TimeoutError)
-                 else f"{type(e).__name__}: {e}")
-          raise error(IncompleteDownloadError, f"the connection dropped after {done} "
-                      f"of {total or 'an unknown number of'} bytes: {why}") from e
-        if not chunk:
-          break
-        f.write(chunk)  # outside the try: a full disk is an OSError, not a dropped connection
-        digest.update(chunk)
-        done += len(chunk)
-        progress.update(done)
-    # http.client returns b"" when the server closes early; only the length tells.
-    if total is not None and done != total:
-      raise error(IncompleteDownloadError, f"the connection dropped after {done} of "
-                  f"{total} bytes")
-    if digest.hexdigest() != md5:
-      raise error(ChecksumError, f"the file has md5 {digest.hexdigest()}, expected {md5}: "
-                  "corrupt in transit or not the expected archive")
-    progress.update(done, final=True)
+      http(url, output_file, instance)
+    except requests.exceptions.HTTPError as e:
+      raise error(NetworkError, f"the server answered HTTP {e.response.status_code} "
+                  f"{e.response.reason}") from e
+    except requests.exceptions.RequestException as e:
+      if progress.total is None:  # no answer at all: the same as without network
+        raise error(NetworkError, _reason(e, timeout)) from e
+      got = os.path.getsize(output_file)
+      why = f"no data for {timeout:g} s" if _timed_out(e) else type(_causes(e)[-1]).__name__
+      raise error(IncompleteDownloadError, f"the connection dropped after {got} of "
+                  f"{progress.total or 'an unknown number of'} bytes: {why}") from e
+    # pooch checks the md5 too, before renaming; here to name the md5 found.
+    actual = pooch.file_hash(output_file, alg="md5")
+    if actual != md5:
+      raise error(ChecksumError, f"the file has md5 {actual}, expected {md5}: corrupt in "
+                  "transit or not the expected archive")
+    progress.finish(os.path.getsize(output_file))
+
+  print(f"downloading {url} to {dest}", file=out, flush=True)
+  with _quiet_pooch():
+    pooch.retrieve(url, f"md5:{md5}", fname=os.path.basename(dest),
+                   path=os.path.dirname(os.path.abspath(dest)), downloader=fetch)
 
 
-def _check_member(name, archive):
+def _check_name(name, archive):
   """Refuses a member name that is absolute or climbs out of the target."""
   parts = name.replace("\\", "/").split("/")
   if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
@@ -309,39 +340,31 @@ def _check_member(name, archive):
                        "with '..'); refusing to unpack it")
 
 
-def _check_link(name, target, archive, hard):
-  # Hard-link targets are relative to the archive's root, symlinks to their directory.
-  resolved = posixpath.normpath(target if hard else posixpath.join(posixpath.dirname(name), target))
-  if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-    raise ArchiveError(f"archive {archive} holds a link {name!r} -> {target!r} pointing "
-                       "outside it; refusing to unpack it")
-
-
-def _extract_tar(archive, into):
+def _check_tar(archive):
+  # pooch passes tarfile's "data" filter only from Python 3.12 on: check here.
+  # The datasets' archives hold plain files and directories, nothing else.
   with tarfile.open(archive, "r:*") as t:
     for m in t.getmembers():
-      _check_member(m.name, archive)
-      if m.issym() or m.islnk():
-        _check_link(m.name, m.linkname, archive, m.islnk())
-    # The "data" filter also refuses devices, setuid bits and links out of `into`.
-    t.extractall(into, filter="data")
+      _check_name(m.name, archive)
+      if not (m.isfile() or m.isdir()) or m.mode & (stat.S_ISUID | stat.S_ISGID):
+        raise ArchiveError(f"archive {archive} holds {m.name!r}, which is a link, a device "
+                           "or a setuid file; refusing to unpack it")
 
 
-def _extract_zip(archive, into):
+def _check_zip(archive):
   with zipfile.ZipFile(archive) as z:
     for info in z.infolist():
-      _check_member(info.filename, archive)
+      _check_name(info.filename, archive)
       if stat.S_ISLNK(info.external_attr >> 16):
         # zipfile would write the link's target as a file's content; refuse instead.
         raise ArchiveError(f"archive {archive} holds a symbolic link {info.filename!r}; "
                            "refusing to unpack it")
-    z.extractall(into)
 
 
 def _place(src, dest):
   """Renames the unpacked directory to `dest`, or adds its missing files to an existing one."""
   try:
-    os.replace(src, dest)  # atomic; also replaces an empty directory (Snakemake makes one)
+    os.replace(src, dest)  # atomic; also replaces an empty directory
     return
   except OSError:
     if not os.path.isdir(dest):
@@ -358,10 +381,11 @@ def _place(src, dest):
 def unpack(archive, dest, top: str, expected=(), *, by_hand: str = "") -> str:
   """Unpacks a tar.gz or zip archive safely; its top directory becomes `dest`.
 
-  Members are extracted into a temporary directory beside `dest`; absolute
-  paths, '..' and links pointing outside are refused. Only when
-  `top/<expected>` are all present is `top` renamed to `dest` (if `dest`
-  already holds files, only the files it lacks are moved there).
+  Absolute paths, '..', links, devices and setuid files are refused before
+  anything is written. pooch's `Untar`/`Unzip` then extract `top` into a
+  temporary directory beside `dest`; only when `top/<expected>` are all
+  present is `top` renamed to `dest` (if `dest` already holds files, only the
+  files it lacks are moved there).
 
   Args:
     archive: the .tar.gz/.tgz/.tar or .zip file.
@@ -378,18 +402,17 @@ def unpack(archive, dest, top: str, expected=(), *, by_hand: str = "") -> str:
   hint = f"; {by_hand}" if by_hand else ""
   parent = os.path.dirname(dest) or "."
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.", suffix=".unpack", dir=parent)
+  tmp = os.path.abspath(tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.",
+                                         suffix=".unpack", dir=parent))
   try:
     try:
-      if zipfile.is_zipfile(archive):
-        _extract_zip(archive, tmp)
-      else:
-        _extract_tar(archive, tmp)
+      zipped = zipfile.is_zipfile(archive)
+      (_check_zip if zipped else _check_tar)(archive)
+      extract = (pooch.Unzip if zipped else pooch.Untar)(members=[top], extract_dir=tmp)
+      with _quiet_pooch():
+        extract(os.path.abspath(archive), "download", None)  # "download": always extract
     except ArchiveError as e:
       raise ArchiveError(f"{e}{hint}") from None
-    except tarfile.FilterError as e:
-      raise ArchiveError(f"archive {archive} holds an unsafe member ({e}); refusing to "
-                         f"unpack it{hint}") from e
     except (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error) as e:
       raise ArchiveError(f"archive {archive} is not a readable tar.gz or zip file "
                          f"({type(e).__name__}: {e}){hint}") from e
@@ -404,14 +427,14 @@ def unpack(archive, dest, top: str, expected=(), *, by_hand: str = "") -> str:
 
 
 def ensure(source: str, path, url: str | None = None, md5: str | None = None, *,
-           splits=None, timeout: float = DEFAULT_TIMEOUT, out=None) -> list[str]:
+           splits=None, timeout: float | None = None, out=None) -> list[str]:
   """Makes sure a dataset's files exist, downloading it if needed.
 
   Data the user already has is never fetched again: when the files exist this
-  returns at once, without touching the network. Otherwise an archive already
-  at `layout(...).archive` (put there by hand, or kept by an earlier unpack
-  that failed) is checked and unpacked; else the archive is downloaded from
-  `url`, verified, unpacked, and deleted.
+  returns at once, without touching the network or the files. Otherwise an
+  archive already at `layout(...).archive` (put there by hand, or kept by an
+  earlier unpack that failed) is checked and unpacked, and kept; else the
+  archive is downloaded from `url`, verified, unpacked, and deleted.
 
   Args:
     source: "cifar10", "cifar100" or "wikitext".
@@ -419,7 +442,8 @@ def ensure(source: str, path, url: str | None = None, md5: str | None = None, *,
     url: a mirror of the official archive; default the official address.
     md5: the md5 of the archive at `url`; default the published one.
     splits: the splits needed (see `files`); None for all.
-    timeout: seconds without data from the server before giving up.
+    timeout: seconds without data from the server before giving up; default
+      `DEFAULT_TIMEOUT`.
     out: the stream for progress lines; default sys.stderr.
 
   Returns:
@@ -437,7 +461,7 @@ def ensure(source: str, path, url: str | None = None, md5: str | None = None, *,
   downloaded = False
   if os.path.exists(where.archive):
     print(f"checking {where.archive}, found in place", file=out, flush=True)
-    actual = md5sum(where.archive)
+    actual = pooch.file_hash(where.archive, alg="md5")
     if actual != md5:
       raise ChecksumError(f"{where.archive} has md5 {actual}, expected {md5} (the archive "
                           f"at {url}); delete it to download it again, or download it by "

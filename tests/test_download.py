@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from manifold_metric import data, download, io, text
+from manifold_metric import data, download, text
+from manifold_metric.files import InputError
 from tests.workflow import make_project, planned_jobs, snakemake
 
 WIKI = {"train": " = Valkyria Chronicles = \n the game began development in 2010 .\n",
@@ -154,7 +155,7 @@ def test_layout_follows_the_loaders():
   with pytest.raises(ValueError, match="no archive"):
     download.files("digits", "data")
   assert download.ARCHIVES["cifar10"].md5 == "c58f30108f718f92721af3b95e74349a"
-  assert issubclass(download.DownloadError, io.InputError)
+  assert issubclass(download.DownloadError, InputError)
 
 
 # The good path ------------------------------------------------------------------------
