@@ -1,6 +1,7 @@
 """Dataset download: a real HTTP server on loopback serves small archives of
 the real layouts; good path, corrupt archive, dropped and stalled connections,
-no server, data already present, unsafe archives, and the workflow's rule."""
+a server that accepts and never answers, no server, data already present,
+unsafe archives, and the workflow's rule."""
 
 import functools
 import hashlib
@@ -124,6 +125,31 @@ def requests(server):
   return server.requests
 
 
+@pytest.fixture
+def silent_server():
+  """The address of a server that accepts connections and never sends a byte."""
+  listener = socket.socket()
+  listener.bind(("127.0.0.1", 0))
+  listener.listen()
+  listener.settimeout(0.05)  # to notice `stop`
+  held, stop = [], threading.Event()
+
+  def serve():
+    while not stop.is_set():
+      try:
+        held.append(listener.accept()[0])
+      except TimeoutError:
+        pass
+
+  thread = threading.Thread(target=serve, daemon=True)
+  thread.start()
+  yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+  stop.set()
+  thread.join()
+  for c in held + [listener]:
+    c.close()
+
+
 def closed_port_url(name):
   s = socket.socket()
   s.bind(("127.0.0.1", 0))
@@ -242,6 +268,26 @@ def test_stalled_server_times_out(tmp_path, server, archives):
     download.ensure("wikitext", tmp_path / "wikitext-103", url,
                     md5(archives / "wikitext-103-v1.zip"), timeout=0.3)
   assert time.monotonic() - start < 1.5
+  assert files_under(tmp_path) == []
+
+
+def test_server_that_never_answers_fails_in_time_as_without_network(
+    tmp_path, silent_server, monkeypatch):
+  assert download.DEFAULT_TIMEOUT == 60
+  monkeypatch.setattr(download, "DEFAULT_TIMEOUT", 0.5)  # what ensure uses by default
+  path = tmp_path / "data" / "cifar-10-batches-py"
+  url = f"{silent_server}/cifar-10-python.tar.gz"
+  start = time.monotonic()
+  with pytest.raises(download.NetworkError) as stalled:
+    download.ensure("cifar10", path, url)
+  took = time.monotonic() - start
+  assert 0.5 <= took < 2.0, took
+  refused_url = closed_port_url("cifar-10-python.tar.gz")
+  with pytest.raises(download.NetworkError) as refused:
+    download.ensure("cifar10", path, refused_url)
+  # The message without network, but for the address and the reason.
+  assert str(stalled.value) == str(refused.value).replace(refused_url, url).replace(
+      "(connection refused)", "(no answer within 0.5 s)")
   assert files_under(tmp_path) == []
 
 
