@@ -6,8 +6,9 @@ returns at once when they do; otherwise it unpacks an archive the user put in
 place by hand, or downloads the official archive with pooch (which checks its
 md5 before the file gets its real name) and unpacks it with pooch's
 processors. A failed or interrupted download never leaves a file that passes
-for a complete one. Failures raise a `DownloadError` (a `files.InputError`)
-that names the address, the expected md5 and where to put the file by hand.
+for a complete one, and never removes a directory it did not create.
+Failures raise a `DownloadError` (a `files.InputError`) that names the
+address, the expected md5 and where to put the file by hand.
 """
 
 import contextlib
@@ -426,6 +427,17 @@ def unpack(archive, dest, top: str, expected=(), *, by_hand: str = "") -> str:
   return dest
 
 
+def _absent_dirs(*paths):
+  """The directories among `paths` and their ancestors that do not exist, deepest first."""
+  absent = set()
+  for p in paths:
+    p = os.path.abspath(p)
+    while not os.path.lexists(p):
+      absent.add(p)
+      p = os.path.dirname(p)
+  return sorted(absent, key=len, reverse=True)  # a child's path is longer than its parent's
+
+
 def ensure(source: str, path, url: str | None = None, md5: str | None = None, *,
            splits=None, timeout: float | None = None, out=None) -> list[str]:
   """Makes sure a dataset's files exist, downloading it if needed.
@@ -434,7 +446,9 @@ def ensure(source: str, path, url: str | None = None, md5: str | None = None, *,
   returns at once, without touching the network or the files. Otherwise an
   archive already at `layout(...).archive` (put there by hand, or kept by an
   earlier unpack that failed) is checked and unpacked, and kept; else the
-  archive is downloaded from `url`, verified, unpacked, and deleted.
+  archive is downloaded from `url`, verified, unpacked, and deleted. On
+  failure the directories this call created are removed if empty; a
+  directory that existed before stays, empty or not.
 
   Args:
     source: "cifar10", "cifar100" or "wikitext".
@@ -458,19 +472,26 @@ def ensure(source: str, path, url: str | None = None, md5: str | None = None, *,
   where = layout(source, path)
   by_hand = (f"put it at {where.archive} (or unpack it so that {where.directory}/ holds "
              f"{', '.join(a.members)})")
-  downloaded = False
-  if os.path.exists(where.archive):
-    print(f"checking {where.archive}, found in place", file=out, flush=True)
-    actual = pooch.file_hash(where.archive, alg="md5")
-    if actual != md5:
-      raise ChecksumError(f"{where.archive} has md5 {actual}, expected {md5} (the archive "
-                          f"at {url}); delete it to download it again, or download it by "
-                          f"hand, check its md5 is {md5}, and {by_hand}")
-  else:
-    download(url, where.archive, md5, timeout=timeout, by_hand=by_hand, out=out)
-    downloaded = True
-  unpack(where.archive, where.directory, a.top, a.members,
-         by_hand=f"download it by hand from {url}, check its md5 is {md5}, and {by_hand}")
+  created = _absent_dirs(where.directory, os.path.dirname(where.archive) or ".")
+  try:
+    downloaded = False
+    if os.path.exists(where.archive):
+      print(f"checking {where.archive}, found in place", file=out, flush=True)
+      actual = pooch.file_hash(where.archive, alg="md5")
+      if actual != md5:
+        raise ChecksumError(f"{where.archive} has md5 {actual}, expected {md5} (the archive "
+                            f"at {url}); delete it to download it again, or download it by "
+                            f"hand, check its md5 is {md5}, and {by_hand}")
+    else:
+      download(url, where.archive, md5, timeout=timeout, by_hand=by_hand, out=out)
+      downloaded = True
+    unpack(where.archive, where.directory, a.top, a.members,
+           by_hand=f"download it by hand from {url}, check its md5 is {md5}, and {by_hand}")
+  except BaseException:
+    for d in created:  # only what this call created, and only if empty
+      with contextlib.suppress(OSError):
+        os.rmdir(d)
+    raise
   # The archive goes once unpacked: the loaders and this function read only the
   # unpacked files, and it would double the disk used (~170 MB for CIFAR). One
   # the user put in place by hand is theirs and stays.

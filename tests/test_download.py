@@ -1,7 +1,8 @@
 """Dataset download: a real HTTP server on loopback serves small archives of
 the real layouts; good path, corrupt archive, dropped and stalled connections,
-a server that accepts and never answers, no server, data already present,
-unsafe archives, and the workflow's rule."""
+a server that accepts and never answers, no server, directories kept or
+removed on failure, data already present, unsafe archives, and the workflow's
+rule."""
 
 import functools
 import hashlib
@@ -306,6 +307,40 @@ def test_missing_file_on_the_server(tmp_path, server):
   with pytest.raises(download.NetworkError, match="HTTP 404"):
     download.ensure("cifar100", tmp_path, f"{server.url}/nothing.tar.gz")
   assert files_under(tmp_path) == []
+
+
+# Directories: only those a failed download created go ---------------------------------
+
+
+@pytest.mark.parametrize("mine", [[], ["notes.txt"]], ids=["empty", "with-files"])
+@pytest.mark.parametrize("fail", ["refused", "checksum"])
+def test_failed_download_keeps_a_directory_that_existed(tmp_path, server, archives, mine, fail):
+  path = tmp_path / "data" / "cifar-10-batches-py"
+  path.mkdir(parents=True)
+  for f in mine:
+    (path / f).write_text("mine\n")
+  url = (closed_port_url("cifar-10-python.tar.gz") if fail == "refused"
+         else f"{server.url}/corrupt.tar.gz")
+  with pytest.raises(download.DownloadError):
+    download.ensure("cifar10", path, url, md5(archives / "cifar-10-python.tar.gz"))
+  assert path.is_dir() and files_under(tmp_path) == [f"data/cifar-10-batches-py/{f}" for f in mine]
+  # CIFAR's parent layout: the archive goes into the configured directory itself.
+  with pytest.raises(download.DownloadError):
+    download.ensure("cifar10", tmp_path / "data", url, md5(archives / "cifar-10-python.tar.gz"))
+  assert path.is_dir() and files_under(tmp_path) == [f"data/cifar-10-batches-py/{f}" for f in mine]
+
+
+@pytest.mark.parametrize("fail", ["refused", "checksum", "dropped"])
+def test_failed_download_removes_only_the_directories_it_created(tmp_path, server, archives,
+                                                                 fail):
+  url = {"refused": closed_port_url("cifar-100-python.tar.gz"),
+         "checksum": f"{server.url}/corrupt.tar.gz",
+         "dropped": f"{server.url}/drop/cifar-100-python.tar.gz"}[fail]
+  (tmp_path / "mine").mkdir()
+  with pytest.raises(download.DownloadError):
+    download.ensure("cifar100", tmp_path / "mine" / "new" / "data", url,
+                    md5(archives / "cifar-100-python.tar.gz"))
+  assert sorted(os.listdir(tmp_path)) == ["mine"] and os.listdir(tmp_path / "mine") == []
 
 
 # Data the user has -----------------------------------------------------------------------
