@@ -2,14 +2,16 @@
 the real layouts; good path, corrupt archive, dropped and stalled connections,
 a server that accepts and never answers, no server, directories kept or
 removed on failure, data already present, unsafe archives, and the workflow's
-rule."""
+rule (its DAG the same whatever is on disk)."""
 
 import functools
 import hashlib
 import http.server
 import io as stdio
+import json
 import os
 import pickle
+import re
 import socket
 import tarfile
 import threading
@@ -453,6 +455,18 @@ settings:
 figures: {{}}
 """
 TARGET = "results/data/cifar10.npz"
+MANIFEST = "results/downloads/cifar10.json"
+
+
+def mtimes(path):
+  return {str(p): p.stat().st_mtime_ns for p in Path(path).rglob("*")}
+
+
+def dag(project, *targets):
+  """The jobs and their dependencies (`snakemake --dag`), whether or not they need to run."""
+  out = snakemake(project, "--dag", *targets).stdout
+  graph = out[out.index("digraph"):]
+  return re.sub(r',\s*style="[^"]*"', "", graph)  # done jobs are only drawn dashed
 
 
 def test_workflow_downloads_missing_data_once(tmp_path, server, archives, requests):
@@ -466,24 +480,70 @@ def test_workflow_downloads_missing_data_once(tmp_path, server, archives, reques
   assert "downloading" in (p / "logs/data/cifar10.download.log").read_text()
   assert files_under(p / "data") == sorted(f"cifar-10-batches-py/{f}" for f in
                                            download.ARCHIVES["cifar10"].members)
+  manifest = json.loads((p / MANIFEST).read_text())
+  assert manifest["files"] == {f"data/cifar-10-batches-py/data_batch_{i}": os.path.getsize(
+      p / f"data/cifar-10-batches-py/data_batch_{i}") for i in range(1, 6)}
   assert planned_jobs(p, TARGET) == {}
   # Data older than the download script (real archives date from 2009) is
-  # neither fetched again nor deleted, and its dates do not rebuild the dataset.
+  # neither fetched again nor deleted, and its dates do not rebuild the
+  # dataset. A download script newer than the manifest reruns the download
+  # job (Snakemake reruns a script's job whose outputs are older than the
+  # script): it only finds the files in place.
   for f in (p / "data" / "cifar-10-batches-py").iterdir():
     os.utime(f, (1.25e9, 1.25e9))
+  before = mtimes(p / "data") | mtimes(p / "results/data")
   os.utime(p / "workflow/scripts/download.py")
+  assert planned_jobs(p, TARGET) == {"download_cifar10": 1}
+  snakemake(p, TARGET)
+  assert mtimes(p / "data") | mtimes(p / "results/data") == before
+  assert json.loads((p / MANIFEST).read_text()) == manifest
   assert planned_jobs(p, TARGET) == {}
   (p / TARGET).unlink()
   assert planned_jobs(p, TARGET) == {"prepare_dataset": 1}
   assert requests == ["/cifar-10-python.tar.gz"]
 
 
-def test_workflow_without_network_fails_with_the_message(tmp_path):
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing-empty-directory"])
+def test_workflow_without_network_fails_with_the_message(tmp_path, existing):
   url = closed_port_url("cifar-10-python.tar.gz")
   p = make_project(tmp_path, CONFIG.format(url=url, md5="0" * 32))
+  if existing:
+    (p / "data" / "cifar-10-batches-py").mkdir(parents=True)
   proc = snakemake(p, TARGET, check=False)
   assert proc.returncode != 0
   log = (p / "logs/data/cifar10.download.log").read_text()
   assert f"NetworkError: cannot download {url} (connection refused)" in log
   assert "put it at data/cifar-10-python.tar.gz" in log
-  assert not (p / "data").exists() or files_under(p / "data") == []
+  if existing:  # the user's directory stays, empty as it was
+    assert os.listdir(p / "data") == ["cifar-10-batches-py"]
+    assert os.listdir(p / "data" / "cifar-10-batches-py") == []
+  else:  # what the download created goes with it
+    assert not (p / "data").exists()
+  assert not (p / MANIFEST).exists()
+
+
+def test_workflow_dag_is_the_same_whatever_is_on_disk(tmp_path):
+  # No server: the data present must never be fetched again.
+  config = CONFIG.format(url=closed_port_url("cifar-10-python.tar.gz"), md5="0" * 32)
+  (tmp_path / "absent").mkdir()
+  (tmp_path / "present").mkdir()
+  absent = make_project(tmp_path / "absent", config)
+  present = make_project(tmp_path / "present", config)
+  batches = {f"data_batch_{i}": cifar_batch(20, b"labels", 10, i) for i in range(1, 6)}
+  write_pickles(present / "data" / "cifar-10-batches-py", batches)  # a tiny fake CIFAR-10
+  before = mtimes(present / "data")
+  jobs = planned_jobs(absent)
+  assert jobs["download_cifar10"] == 1 and jobs["prepare_dataset"] == 1 and len(jobs) > 5
+  graph = dag(absent)
+  assert '"download_cifar10"' in graph
+  # Data put in place by hand: the same DAG and the same jobs, the download
+  # job only checking the files and writing the manifest the data rules read.
+  assert planned_jobs(present) == jobs
+  snakemake(present, MANIFEST)
+  assert mtimes(present / "data") == before
+  assert (present / "logs/data/cifar10.download.log").read_text() == (
+      f"5 files in place in data/cifar-10-batches-py, listed in {MANIFEST}\n")
+  # From then on no download job, and still the same DAG.
+  assert planned_jobs(present) == {k: n for k, n in jobs.items() if k != "download_cifar10"}
+  assert dag(present) == graph
+  assert mtimes(present / "data") == before
