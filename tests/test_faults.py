@@ -2,16 +2,12 @@
 the killed job left behind; corrupt inputs, configs that break the schema and
 diverging training fail with a message naming the file, key or run."""
 
-import importlib.util
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -258,78 +254,6 @@ def test_failed_log_is_shown_in_the_terminal(slow_study, tmp_path):
   lines = (p / log).read_text().splitlines()
   assert lines and all(line in out for line in lines[-3:])  # the error, in the terminal
   assert base in out  # which names the corrupt file
-
-
-def load_recovery():
-  spec = importlib.util.spec_from_file_location(
-      "recovery", workflow.ROOT / "workflow" / "rules" / "recovery.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def owner(project: Path, pid: int, host: str | None = None, **fields) -> Path:
-  """An owner record as a run of the workflow writes it (recovery.record_owner)."""
-  host = host or socket.gethostname()
-  stat = Path(f"/proc/{pid}/stat")
-  start = int(stat.read_text().rsplit(")", 1)[1].split()[19]) if stat.exists() else 1
-  path = project / ".snakemake" / "owners" / f"{host}.{pid}.json"
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps({"pid": pid, "host": host, "start": start, "executor": "local",
-                              "profile": [], "logfiles": [], **fields}))
-  return path
-
-
-@pytest.mark.parametrize("case", ["no-owner", "dead-local", "live", "other-host", "dead-slurm"])
-def test_stale_lock_decisions(tmp_path, case):
-  """Who may remove Snakemake's lock (recovery.recover), without Snakemake."""
-  recovery, p = load_recovery(), tmp_path
-  (p / ".snakemake" / "locks").mkdir(parents=True)
-  for name in ("0.input.lock", "0.output.lock"):
-    (p / ".snakemake" / "locks" / name).write_text("results/x\n")
-  # A job process of this project: its command line names a job script.
-  script = f"{p}/.snakemake/scripts/tmpjob.train_candidate.py"
-  job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", script])
-  dead = subprocess.Popen(["true"])
-  dead.wait()
-  live = subprocess.Popen(["sleep", "120"])
-  try:
-    if case == "dead-local":
-      record = owner(p, dead.pid)
-    elif case == "live":
-      record = owner(p, live.pid)
-    elif case == "other-host":
-      record = owner(p, dead.pid, host="elsewhere.example")
-    elif case == "dead-slurm":
-      (p / "run.log").write_text("Building DAG of jobs...\nSLURM run ID: 1a2b-3c\n")
-      record = owner(p, dead.pid, executor="slurm", profile=["slurm"],
-                     logfiles=[str(p / "run.log")])
-    said = []
-    recovery.recover(p, "dry run", log=said.append)  # never changes anything
-    assert running(job.pid) and len(recovery.lock_files(p)) == 2
-    assert len(said) == 1, said
-    said.clear()
-    recovery.recover(p, "execute", log=said.append, grace=5)
-    message, = said
-    if case == "dead-local":  # stale: its jobs stopped, its lock removed
-      assert not running(job.pid) and not recovery.lock_files(p) and not record.exists()
-      assert f"snakemake pid {dead.pid}" in message and f"pids {job.pid})" in message
-      return
-    assert running(job.pid) and len(recovery.lock_files(p)) == 2  # kept
-    if case == "no-owner":  # unknown: possibly live elsewhere
-      assert "no recorded owner" in message and "snakemake --unlock" in message
-    elif case in ("live", "other-host"):
-      assert "run in progress" in message and record.exists()
-    else:  # Slurm: its jobs are out of reach; the user cancels them, then unlocks.
-      assert "scancel --name 1a2b-3c" in message
-      assert "snakemake --profile slurm --unlock" in message and record.exists()
-      said.clear()
-      recovery.recover(p, "unlock", log=said.append)
-      assert not said and not record.exists() and running(job.pid)
-  finally:
-    for proc in (job, live):
-      proc.kill()
-      proc.wait()
 
 
 def test_truncated_checkpoint_is_named(study, tmp_path):

@@ -34,10 +34,13 @@ started does any of this (workflow.is_main_process in recovery.smk): jobs that
 parse the Snakefile again (`--mode remote` on Slurm's nodes, `--mode
 subprocess`) neither record nor recover.
 
-No Snakemake import: the functions take paths and plain values, so they can be
-tested alone (tests/test_faults.py).
+Processes are looked up with psutil. Snakemake is imported only to parse the
+command line (cli_args); the other functions take paths and plain values, so
+they can be tested alone (tests/test_recovery.py).
 """
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -46,6 +49,8 @@ import socket
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 OWNERS = Path(".snakemake") / "owners"
 LOCKS = Path(".snakemake") / "locks"
@@ -61,72 +66,98 @@ INSPECTING = ("dryrun", "lint", "list_target_rules", "list_rules", "print_compil
               "detailed_summary", "archive", "delete_all_output", "delete_temp_output")
 
 
-def cli_args():
-  """The options of the running `snakemake` command (the argparse namespace of
-  snakemake.cli.args_to_api, which parses the Snakefile), None under the API."""
-  frame = sys._getframe(1)
-  while frame is not None:
-    if (frame.f_code.co_name == "args_to_api" and
-        frame.f_globals.get("__name__") == "snakemake.cli"):
-      return frame.f_locals.get("args")
-    frame = frame.f_back
-  return None
+def cli_args(argv: list[str] | None = None):
+  """The options of the running `snakemake` command, as Snakemake parses them.
+
+  Parses `argv` (default: sys.argv) with Snakemake's own command-line parser,
+  profiles included (snakemake.cli.parse_args, the parser of Snakemake's CLI
+  reference), so an executor or a dry run set in a profile counts too.
+
+  Args:
+    argv: the command line, program name first.
+
+  Returns:
+    The argparse namespace, or None when this process is not the `snakemake`
+    command (the Python API) or its command line does not parse.
+  """
+  argv = sys.argv if argv is None else argv
+  program = Path(argv[0]) if argv else Path()
+  if not (program.name == "snakemake" or
+          (program.name == "__main__.py" and program.parent.name == "snakemake")):
+    return None
+  from snakemake import cli  # Here: the rest of this module runs without Snakemake.
+  try:
+    # Snakemake has parsed this command line already and said which profiles it
+    # uses; said twice, the line would only be noise.
+    with contextlib.redirect_stderr(io.StringIO()):
+      return cli.parse_args(argv[1:])[1]
+  except (Exception, SystemExit):
+    return None
+
+
+def executor(args) -> str:
+  """The executor plugin's name ('local' unless chosen), 'unknown' under the API."""
+  return "unknown" if args is None else getattr(args, "executor", None) or "local"
 
 
 def run_mode(args) -> str:
-  """'execute' (runs jobs, takes locks), 'unlock', 'dry run', 'inspect'
-  (--dag, --summary, ...) or 'unknown' (no command line: the Python API)."""
+  """What the command does, from its options (cli_args).
+
+  Args:
+    args: the namespace of cli_args, or None.
+
+  Returns:
+    'execute' (runs jobs, takes locks), 'unlock', 'dry run', 'inspect'
+    (--dag, --summary, a report, ...) or 'unknown' (no command line: the API).
+  """
   if args is None:
     return "unknown"
   if getattr(args, "dryrun", False):
     return "dry run"
+  report = getattr(args, "reporter", None) or getattr(args, "report", None)
   if any(getattr(args, name, None) for name in INSPECTING) or (
-      getattr(args, "reporter", None) and not getattr(args, "report_after_run", False)):
+      report and not getattr(args, "report_after_run", False)):
     return "inspect"
   return "unlock" if getattr(args, "unlock", False) else "execute"
 
 
-def _stat(pid: int):
-  """(state, ppid, start time in clock ticks since boot) of a process, or None."""
+def _created(pid: int) -> float | None:
+  """The process's start time (seconds since the epoch), None if it is gone."""
   try:
-    text = Path(f"/proc/{pid}/stat").read_text()
-  except OSError:
+    return psutil.Process(pid).create_time()
+  except psutil.Error:
     return None
-  fields = text[text.rindex(")") + 2:].split()
-  return fields[0], int(fields[1]), int(fields[19])
 
 
-def _cmdline(pid: int) -> list[str]:
+def alive(pid: int, created: float | None = None) -> bool:
+  """Whether the process runs (zombies do not).
+
+  Args:
+    pid: the process id.
+    created: its start time as recorded (psutil's create_time); given, the
+      process must be that one, not a later process with the same pid.
+
+  Returns:
+    True if it runs.
+  """
   try:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-  except OSError:
-    return []
-
-
-def _pids() -> list[int]:
-  return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def alive(pid: int, start: int | None = None) -> bool:
-  """Whether the process runs (zombies do not); with `start`, whether it is
-  still the process that started then (not a reused pid)."""
-  if not Path("/proc").is_dir():  # no procfs: the pid alone
-    try:
-      os.kill(pid, 0)
-    except ProcessLookupError:
+    proc = psutil.Process(pid)
+    if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
       return False
-    except PermissionError:
-      pass
+    # Start times are computed from the boot time, which may be off by a
+    # fraction of a second between readings; a pid reused within a second is
+    # not a case to design for.
+    return created is None or abs(proc.create_time() - created) < 1.0
+  except psutil.NoSuchProcess:
+    return False
+  except psutil.AccessDenied:  # another user's: it exists
     return True
-  stat = _stat(pid)
-  return stat is not None and stat[0] not in "ZX" and (start is None or stat[2] == start)
 
 
 def record_owner(project: Path, executor: str, profile=(), logfiles=()) -> Path:
   """Records this process as an owner of Snakemake's locks in `project`."""
   pid = os.getpid()
-  stat = _stat(pid)
-  record = {"pid": pid, "host": socket.gethostname(), "start": stat and stat[2],
+  record = {"pid": pid, "host": socket.gethostname(), "created": _created(pid),
             "executor": executor, "profile": [str(p) for p in profile or ()],
             "logfiles": [str(f) for f in logfiles], "argv": sys.argv, "time": time.time()}
   owners = Path(project) / OWNERS
@@ -173,72 +204,79 @@ def _looks_like_main_snakemake(argv: list[str]) -> bool:
 def unrecorded_snakemakes(project: Path, recorded: set[int]) -> list[int]:
   """Running `snakemake` processes of this host working in `project` without
   a record (an older version of the workflow), this process aside."""
-  if not Path("/proc").is_dir():
-    return []
   project, me, found = os.path.realpath(project), os.getpid(), []
-  for pid in _pids():
-    if pid == me or pid in recorded:
-      continue
-    try:
-      cwd = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-      continue  # gone, or another user's
-    if cwd == project and alive(pid) and _looks_like_main_snakemake(_cmdline(pid)):
-      found.append(pid)
+  for proc in psutil.process_iter(["cwd", "cmdline", "status"]):
+    info = proc.info  # None where access is denied: another user's process
+    if (proc.pid != me and proc.pid not in recorded and info["cwd"] == project and
+        info["status"] != psutil.STATUS_ZOMBIE and _looks_like_main_snakemake(info["cmdline"] or [])):
+      found.append(proc.pid)
   return found
 
 
+def _script_markers(project: Path) -> tuple[str, ...]:
+  """What a job's command line holds: the project's .snakemake/scripts/, where
+  Snakemake writes each job's script (the path as given and resolved)."""
+  return tuple({os.path.join(d, ".snakemake", "scripts") + os.sep
+                for d in (os.path.abspath(project), os.path.realpath(project))})
+
+
 def orphans(project: Path) -> list[int]:
-  """Job processes of this project (their command line holds the project's
-  .snakemake/scripts/, where Snakemake writes each job's script) and their
-  descendants; never this process or its ancestors."""
-  if not Path("/proc").is_dir():
-    return []
-  marker = os.path.join(os.path.realpath(project), ".snakemake", "scripts") + os.sep
-  parents = {}
-  for pid in _pids():
-    stat = _stat(pid)
-    if stat and stat[0] not in "ZX":
-      parents[pid] = stat[1]
-  found = {pid for pid in parents if any(marker in a for a in _cmdline(pid))}
-  grew = True
-  while grew:  # the jobs' children (e.g. a script's subprocesses)
-    more = {pid for pid, ppid in parents.items() if ppid in found} - found
-    found |= more
-    grew = bool(more)
-  mine, pid = set(), os.getpid()
-  while pid > 1 and pid not in mine:
-    mine.add(pid)
-    pid = parents.get(pid, 0)
-  return sorted(found - mine)
+  """Job processes of `project` and their descendants.
+
+  Args:
+    project: the project directory.
+
+  Returns:
+    The pids of the processes whose command line holds the project's
+    .snakemake/scripts/ and of their children, never this process or its
+    ancestors.
+  """
+  markers = _script_markers(project)
+  found = set()
+  for proc in psutil.process_iter(["cmdline", "status"]):
+    if proc.info["status"] == psutil.STATUS_ZOMBIE or not any(
+        m in a for a in proc.info["cmdline"] or () for m in markers):
+      continue
+    found.add(proc.pid)
+    try:
+      found.update(c.pid for c in proc.children(recursive=True))  # e.g. a script's subprocesses
+    except psutil.Error:
+      pass
+  me = psutil.Process()
+  return sorted(found - {me.pid} - {p.pid for p in me.parents()})
 
 
 def stop(pids: list[int], grace: float = 10.0) -> list[int]:
-  """SIGTERM, then SIGKILL to those still running after `grace` seconds.
-  Returns the pids still running (another user's, or stuck in the kernel)."""
-  def send(sig, targets):
-    refused = []
-    for pid in targets:
-      try:
-        os.kill(pid, sig)
-      except ProcessLookupError:
-        pass
-      except PermissionError:
-        refused.append(pid)
-    return refused
+  """Stops processes: SIGTERM, then SIGKILL to those running after `grace` s.
 
-  starts = {pid: (_stat(pid) or (0, 0, None))[2] for pid in pids}
-  refused = send(signal.SIGTERM, pids)
-  deadline = time.time() + grace
-  running = [p for p in pids if p not in refused and alive(p, starts[p])]
-  while running and time.time() < deadline:
-    time.sleep(0.1)
-    running = [p for p in running if alive(p, starts[p])]
-  refused += send(signal.SIGKILL, running)
-  deadline = time.time() + 5
-  while time.time() < deadline and any(alive(p, starts[p]) for p in running):
-    time.sleep(0.05)
-  return sorted(p for p in set(refused) | set(running) if alive(p, starts[p]))
+  Args:
+    pids: the processes.
+    grace: seconds between SIGTERM and SIGKILL.
+
+  Returns:
+    The pids still running (another user's, or stuck in the kernel).
+  """
+  procs, refused = [], []
+  for pid in pids:
+    try:
+      procs.append(psutil.Process(pid))  # keeps the start time: never a reused pid
+    except psutil.NoSuchProcess:
+      pass
+
+  def send(sig, targets):
+    for proc in targets:
+      try:
+        proc.send_signal(sig)
+      except psutil.NoSuchProcess:
+        pass
+      except psutil.AccessDenied:
+        refused.append(proc)
+
+  send(signal.SIGTERM, procs)
+  _, running = psutil.wait_procs([p for p in procs if p not in refused], timeout=grace)
+  send(signal.SIGKILL, running)
+  _, running = psutil.wait_procs(running, timeout=5)
+  return sorted(p.pid for p in set(refused) | set(running) if alive(p.pid, p.create_time()))
 
 
 def slurm_run_id(record: dict) -> str | None:
@@ -266,7 +304,9 @@ def recover(project: Path, mode: str, log=print, grace: float = 10.0) -> None:
   records = [r for r in read_records(project) if not (r["host"] == host and r["pid"] == me)]
   locks = lock_files(project)
   acting = mode in ("execute", "unlock")
-  live = [r for r in records if r["host"] == host and alive(r["pid"], r.get("start"))]
+  # A record without a start time (an older version of this workflow): a
+  # running pid counts as its owner, lest a live run's lock be removed.
+  live = [r for r in records if r["host"] == host and alive(r["pid"], r.get("created"))]
   foreign = [r for r in records if r["host"] != host]
   dead = [r for r in records if r["host"] == host and r not in live]
   unrecorded = unrecorded_snakemakes(project, {r["pid"] for r in live})
