@@ -2,6 +2,7 @@
 workflow: which command a run is, who owns Snakemake's locks, what a later run
 does about a killed one."""
 
+import base64
 import importlib.util
 import json
 import os
@@ -144,3 +145,99 @@ def test_stop_ends_what_ignores_sigterm(tmp_path):
   assert recovery.stop([proc.pid], grace=0.5) == []  # SIGKILL after the grace period
   assert not running(proc.pid)
   proc.wait()
+
+
+def marker(project: Path, output: str) -> Path:
+  """Snakemake's incomplete marker of an output, as Snakemake writes it."""
+  path = project / ".snakemake" / "incomplete" / base64.urlsafe_b64encode(output.encode()).decode()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text('{"external_jobid": null}')
+  return path
+
+
+def test_a_dead_runs_job_that_finished_keeps_its_outputs_one_that_did_not_is_rebuilt(tmp_path):
+  """After `kill -9` of snakemake: the jobs of its journal whose outputs all
+  exist and are newer than the job's start lose their incomplete marks; the
+  others (an output missing, or older than the start) keep them."""
+  p = tmp_path
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  record = owner(p, dead.pid)
+  t0 = 1_000_000.0
+  jobs = {"done": ["results/a/1.msgpack", "results/a/log.parquet"],
+          "half": ["results/b/1.msgpack", "results/b/log.parquet"],
+          "stale": ["results/c/1.msgpack"]}
+  with open(recovery.journal_path(record), "w") as f:
+    for i, (name, outputs) in enumerate(jobs.items()):
+      f.write(json.dumps({"job": i, "rule": "train", "wildcards": {"run": name},
+                          "output": outputs, "log": [], "time": t0}) + "\n")
+    f.write(json.dumps({"job": 9, "rule": "train", "wildcards": {}, "output": ["results/d"],
+                        "log": [], "time": t0}) + "\n")
+    f.write(json.dumps({"job": 9, "end": "JOB_FINISHED", "time": t0}) + "\n")
+    f.write('{"job": 10, "rule": "tr')  # cut short by the kill
+  for path in jobs["done"] + jobs["half"][:1] + jobs["stale"]:
+    (p / path).parent.mkdir(parents=True, exist_ok=True)
+    (p / path).write_bytes(b"x")
+    os.utime(p / path, (t0 + 5, t0 + 5))
+  os.utime(p / jobs["stale"][0], (t0 - 5, t0 - 5))  # not this job's
+  marks = {o: marker(p, o) for outputs in jobs.values() for o in outputs}
+  assert {j["wildcards"].get("run") for j in recovery.read_journal(recovery.journal_path(record))} \
+      == {"done", "half", "stale"}
+
+  said = []
+  recovery.recover(p, "dry run", log=said.append)
+  assert "keeps the outputs of the jobs that finished after it was killed (train (run=done))" \
+      in said[0]
+  assert all(m.exists() for m in marks.values())  # a dry run changes nothing
+  recovery.recover(p, "execute", log=said.append)
+  assert "kept the outputs of the jobs that finished after it was killed (train (run=done))" \
+      in said[1], said
+  assert set(recovery.incomplete_markers(p)) == set(jobs["half"] + jobs["stale"])
+  assert not record.exists() and not recovery.journal_path(record).exists()
+
+
+def test_incomplete_markers_read_snakemakes_long_names(tmp_path):
+  """Paths longer than a file name are cut into '@'-prefixed directories."""
+  output = "results/" + "d" * 300 + "/x.parquet"
+  encoded = base64.urlsafe_b64encode(output.encode()).decode()
+  chunks = [encoded[i:i + 254] for i in range(0, len(encoded), 254)]
+  path = tmp_path.joinpath(".snakemake", "incomplete", *("@" + c for c in chunks[:-1]), chunks[-1])
+  path.parent.mkdir(parents=True)
+  path.write_text("{}")
+  (tmp_path / ".snakemake" / "incomplete" / "migration_underway").write_text("")
+  assert recovery.incomplete_markers(tmp_path) == {output: path}
+  recovery.unmark({"output": [output]}, {output: path})
+  assert not (tmp_path / ".snakemake" / "incomplete" / ("@" + chunks[0])).exists()
+
+
+def test_a_job_stopped_by_a_signal_says_so_and_is_journaled(tmp_path):
+  """Interrupts.filter on Snakemake's job events (without Snakemake): the
+  journal a later run reads, and the message of a stopped job's error."""
+  import logging
+  from types import SimpleNamespace
+
+  def record(event, **fields):
+    r = logging.LogRecord("snakemake", logging.INFO, "", 0, "", None, None)
+    r.__dict__.update(event=SimpleNamespace(name=event), **fields)
+    return r
+
+  journal = tmp_path / "h.1.jobs.jsonl"
+  watch = recovery.Interrupts(tmp_path, journal=journal)
+  for jobid, e in [(3, "x2"), (4, "x3"), (5, "x4")]:
+    assert watch.filter(record("JOB_INFO", jobid=jobid, rule_name="train_candidate",
+                               wildcards={"setting": "s", "expansion": e}, log=[],
+                               output=[f"results/{e}/log.parquet"]))
+  watch.filter(record("JOB_FINISHED", job_id=3))
+  failed = record("JOB_ERROR", jobid=4, rule_name="train_candidate", rule_msg=None,
+                  output=["results/x3/log.parquet"])
+  watch.filter(failed)
+  assert failed.rule_msg is None  # failed on its own: Snakemake's report as it is
+  watch.signal = "SIGTERM"  # as _notice sets it
+  stopped = record("JOB_ERROR", jobid=5, rule_name="train_candidate", rule_msg=None,
+                   output=["results/x4/log.parquet"])
+  watch.filter(stopped)
+  assert stopped.rule_msg == (
+      "train_candidate (setting=s, expansion=x4) was stopped by SIGTERM (kill, or a batch "
+      "system); the outputs it wrote are removed and rebuilt by the next run of the same command")
+  assert not watch.running and recovery.read_journal(journal) == []
+  assert len(journal.read_text().splitlines()) == 6

@@ -1,7 +1,9 @@
-# Resuming after `kill -9` of snakemake: its lock files name no owner, so each
-# executing run records itself (.snakemake/owners/) and a later run removes a
-# lock whose recorded owners all died, after stopping their orphaned jobs (see
-# workflow/lib/recovery.py). Parse time is before Snakemake checks the locks;
+# Resuming after an interruption. SIGINT or SIGTERM: the run stops its jobs
+# and exits; the jobs that completed are kept. `kill -9`: its lock files name
+# no owner, so each executing run records itself and its jobs
+# (.snakemake/owners/) and a later run removes a lock whose recorded owners all
+# died, after stopping their orphaned jobs, keeping the outputs of those that
+# finished (see workflow/lib/recovery.py). Parse time is before Snakemake checks the locks;
 # included first, ahead of config validation: it concerns the directory.
 import atexit
 import importlib.util
@@ -27,5 +29,14 @@ if workflow.is_main_process:
                 profile=getattr(_args, "profile", None) or (),
                 logfiles=workflow.logger_manager.get_logfile())
             atexit.register(_recovery.remove_record, _record, os.getpid())
+            # Local jobs are this process's children: SIGINT and SIGTERM stop
+            # them within seconds and name them (see Interrupts). Remote
+            # executors keep Snakemake's own handling (on Slurm, Ctrl-C
+            # cancels the jobs with scancel).
+            if _recovery.executor(_args) in _recovery.LOCAL_EXECUTORS:
+                _recovery.Interrupts(
+                    os.getcwd(), journal=_recovery.journal_path(_record), log=logger.warning,
+                    keep_incomplete=bool(getattr(_args, "keep_incomplete", False)),
+                ).install(logger)
     except OSError as e:  # e.g. a read-only .snakemake: Snakemake's own locking still applies
         logger.warning(f"Lock owner bookkeeping skipped: {e}")
