@@ -14,6 +14,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/barriers.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/verify.smk"
 
 
 rule all:

@@ -4,7 +4,7 @@
                                                [--literal-nodes M] [--out result.json]
 
 All three figures come from one process, each after compilation and warm-up:
-  a: barrier.barrier_set on n random-walk nodes (one jitted call over the
+  a: barrier.barrier_sets on n random-walk nodes (one jitted call over the
      distinct steps);
   b: a Python loop over nodes, each permuting both ends and evaluating
      Equation 1 at alpha = 0.5 (three losses) in one jitted call;
@@ -12,6 +12,7 @@ All three figures come from one process, each after compilation and warm-up:
 """
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manifold_metric import barrier, io, models, permutations
+from manifold_metric import archs, barrier, image_models, permutations, probe, walks
 
 SHAPE = (32, 32, 3)
 
@@ -62,16 +63,14 @@ def main():
   n = args.n
   m = min(n, args.literal_nodes or n)
 
-  arch = models.default_arch("cnn", 10)
-  kv, kx, ky, kw = jax.random.split(jax.random.key(0), 4)
-  variables = jax.jit(lambda k: models.init(arch, k, SHAPE))(kv)
+  arch = archs.with_data(archs.make({"kind": "cnn"}), num_classes=10)
+  kv, kx, ky = jax.random.split(jax.random.key(0), 3)
+  variables = jax.jit(lambda k: image_models.init(arch, k, SHAPE))(kv)
   batch = (jax.random.normal(kx, (args.batch, *SHAPE)),
-           jax.random.randint(ky, (args.batch,), 0, arch["num_classes"]))
-  probe, spec = models.probe(arch), models.first_group(arch)
-  nodes = jax.jit(permutations.random_walk, static_argnums=(1, 2))(kw, spec.size, n)
-
-  def loss(v, batch):
-    return probe.head(v, probe.stem(v, batch), batch)
+           jax.random.randint(ky, (args.batch,), 0, arch.num_classes))
+  pr, spec = probe.probe(arch), probe.spec(arch)
+  nodes = walks.random_walk(0, spec.size, n)
+  loss = pr.loss
 
   # (c) one forward pass, warmed up. Its repeats are spread before, between
   # and after (a) and (b), so that c sees the same machine load as they do
@@ -87,12 +86,18 @@ def main():
   time_forwards(args.repeats)
 
   # (a) the engine; its first call compiles.
+  # One model (instance) of one seed, one walk: the engine's arrays carry
+  # leading instance, seed and walk axes.
+  one_model = jax.tree.map(lambda x: x[None], variables)
+  one_batch = jax.tree.map(lambda x: x[None], batch)
+
   def engine():
-    return barrier.barrier_set(probe, spec, variables, batch, nodes, chunk=args.chunk)
+    return barrier.barrier_sets(pr, spec, one_model, one_batch, nodes[None, None],
+                                chunk=args.chunk)[0, 0]
 
   first, _ = seconds(engine)
   a, b_engine = seconds(engine)
-  distinct = len(np.unique(barrier.steps(np.asarray(nodes)), axis=0))
+  distinct = len(np.unique(barrier.steps(nodes), axis=0))
   time_forwards(args.repeats)
 
   # (b) Algorithm 1 literally: per node, permute both ends, Equation 1 at 0.5.
@@ -116,7 +121,7 @@ def main():
   c = n * one
 
   result = {
-      "model": "cnn-10 " + "-".join(map(str, arch["channels"])) + f"-pool-{arch['dense']}",
+      "model": "cnn-10 " + "-".join(map(str, arch.channels)) + f"-pool-{arch.dense}",
       "input": list(SHAPE), "batch": args.batch, "n": n,
       "chunk": barrier.default_chunk() if args.chunk is None else args.chunk,
       "distinct_steps": distinct, "a_engine_s": a, "b_literal_s": b, "b_nodes_timed": m, "c_forward_s": c,
@@ -129,7 +134,7 @@ def main():
   scaled = "" if m == n else f" (estimated: {m} nodes timed, scaled to n = {n})"
   print(f"device {result['device']} (jax {jax.__version__}), CNN-10 on {args.batch} x "
         f"{'x'.join(map(str, SHAPE))}, n = {n}, chunk = {result['chunk']}")
-  print(f"(a) engine barrier_set        {a:9.2f} s   (first call, compiling: {first:.1f} s; "
+  print(f"(a) engine barrier_sets       {a:9.2f} s   (first call, compiling: {first:.1f} s; "
         f"{distinct} distinct steps of {n})")
   print(f"(b) literal Algorithm 1 loop  {b:9.2f} s{scaled}")
   print(f"(c) n x one forward pass      {c:9.2f} s   ({1e3 * one:.1f} ms each)")
@@ -137,7 +142,8 @@ def main():
   print(f"other processes took {100 * others:.0f}% of the {os.cpu_count()} cpus while this ran "
         "(if much above 0, every figure is slower than alone, and the ratios are noisier)")
   if args.out:
-    io.write_json(result, args.out)
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1, sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Loss barriers (Equation 1) and the barrier set of Algorithm 1.
 
-The barrier set is one jitted call over the n consecutive node pairs. Savings
+The barrier sets of several models (every seed of a candidate, every epoch)
+along every walk are one jitted call over the consecutive node pairs. Savings
 the structure allows: every node is a permutation of theta, so the loss at
 both ends is L(theta), computed once; the loss is invariant to the group's
 permutations, so the pair (P_i theta, P_{i+1} theta) has the barrier of
@@ -44,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from manifold_metric.models import Probe
+from manifold_metric.probe import Probe
 from manifold_metric.permutations import PermSpec, take
 
 # tau / (eps * (L + sum |z dL/dz|)): barriers up to tau are reported as 0
@@ -89,22 +90,24 @@ def _midpoint(spec: PermSpec, variables, step):
 
 
 def default_chunk(platform: str | None = None) -> int:
-  """Pairs per vmapped step when `barrier_set` is not told.
+  """Distinct steps per vmapped iteration when `barrier_sets` is not told.
 
-  Vmapping the head over pairs gives every pair its own weights: dense layers
+  Vmapping the head over steps gives every step its own weights: dense layers
   become batched matmuls and convolutions grouped ones, which XLA:CPU runs
-  2-8x slower per pair than plain ones (benchmarks/README.md). One pair's
+  2-8x slower per step than plain ones (benchmarks/README.md). One step's
   head at a usual batch already keeps the CPU busy, so a plain scan (1) is
   fastest there and needs the least memory. Accelerators need more work per
-  step to fill the device (8 is a guess, not measured).
+  iteration to fill the device (8 is a guess, not measured).
   """
   return 1 if (platform or jax.default_backend()) == "cpu" else 8
 
 
-def steps(nodes: np.ndarray) -> np.ndarray:
+def steps(walks: np.ndarray) -> np.ndarray:
   """sigma_i with permute(sigma_i theta, P_i) = permute(theta, P_{i+1}), per
-  pair of consecutive nodes: (n, size) gathers sigma_i = P_{i+1}[P_i^-1]."""
-  return np.take_along_axis(nodes[1:], np.argsort(nodes[:-1], axis=1), axis=1)
+  pair of consecutive nodes: (..., n + 1, size) walks give (..., n, size)
+  gathers sigma_i = P_{i+1}[P_i^-1]."""
+  walks = np.asarray(walks)
+  return np.take_along_axis(walks[..., 1:, :], np.argsort(walks[..., :-1, :], axis=-1), axis=-1)
 
 
 def _loop_length(u: int, n: int) -> int:
@@ -114,33 +117,92 @@ def _loop_length(u: int, n: int) -> int:
   return min(n, 1 << (u - 1).bit_length() if u <= 64 else -(-u // 64) * 64)
 
 
-def barrier_set(probe: Probe, spec: PermSpec, variables, batch, nodes,
-                chunk: int | None = None) -> jax.Array:
-  """|b(theta_i, theta_{i+1})| at alpha = 0.5 for the n pairs of `nodes`,
-  exactly 0 where it is at most the loss's resolution (`resolution`).
+def distinct_steps(walks: np.ndarray):
+  """The distinct steps of each seed's walks, padded to one length.
 
-  nodes: (n + 1, size) permutations (see `permutations.random_walk`).
-  chunk: distinct steps evaluated together (vmapped); peak memory grows with
-    about `chunk` heads' activations. None: `default_chunk()`.
+  Args:
+    walks: (S, W, n + 1, size) nodes, W walks per seed.
+
+  Returns:
+    (sigmas, inverse): sigmas (S, U, size), seed s's distinct steps first
+    (padded with its first); inverse (S, W * n), the row of sigmas[s] that
+    step i of walk w of seed s is, at w * n + i.
   """
-  nodes = np.asarray(nodes)
-  if nodes.ndim != 2 or nodes.shape[0] < 2 or nodes.shape[1] != spec.size:
-    raise ValueError(f"nodes must be (n + 1, {spec.size}) permutations with n >= 1, "
-                     f"got shape {nodes.shape}")
+  sig = steps(walks)
+  S, W, n, size = sig.shape
+  flat = sig.reshape(S, W * n, size)
+  rows = np.concatenate([np.repeat(np.arange(S), W * n)[:, None], flat.reshape(-1, size)], axis=1)
+  distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+  seed = distinct[:, 0]
+  start = np.searchsorted(seed, np.arange(S))
+  count = np.bincount(seed, minlength=S)
+  U = _loop_length(int(count.max()), W * n)
+  local = np.arange(len(distinct)) - start[seed]
+  sigmas = np.repeat(distinct[start, 1:][:, None], U, axis=1)  # each seed's first step
+  sigmas[seed, local] = distinct[:, 1:]
+  return sigmas.astype(np.int32), (inverse.reshape(S, W * n) - start[:, None]).astype(np.int32)
+
+
+def barrier_sets(probe: Probe, spec: PermSpec, variables, batches, walks, seed_of=None,
+                 chunk: int | None = None, instance_chunk: int | None = None,
+                 with_resolution: bool = False):
+  """|b(theta_i, theta_{i+1})| at alpha = 0.5 along every walk, for several
+  models ("instances") at once, exactly 0 where at most the loss's resolution.
+
+  Args:
+    probe, spec: the loss as head(stem(x)) and the group permuted.
+    variables: the models, stacked on a leading instance axis (I).
+    batches: one batch per seed, stacked on a leading seed axis (S).
+    walks: (S, W, n + 1, size) nodes (`walks.seed_walks`).
+    seed_of: (I,) the seed (row of batches and walks) of each instance;
+      None: instance i is seed i.
+    chunk: distinct steps evaluated together (vmapped); peak memory grows with
+      about `chunk` heads' activations. None: `default_chunk()`.
+    instance_chunk: instances evaluated together (vmapped; vmapping models
+      with their own weights has the cost `default_chunk` describes); None:
+      `default_chunk()`.
+    with_resolution: also return each instance's resolution tau (see the
+      module docstring): barriers that agree in exact arithmetic agree in
+      float32 to about tau.
+
+  Returns:
+    (I, W, n) float32 barriers; with `with_resolution`, also (I,) tau.
+  """
+  walks = np.asarray(walks)
+  if walks.ndim != 4 or walks.shape[2] < 2 or walks.shape[3] != spec.size:
+    raise ValueError(f"walks must be (seeds, walks, n + 1, {spec.size}) permutations with "
+                     f"n >= 1, got shape {walks.shape}")
+  S, W, n1, _ = walks.shape
+  seed_of = np.arange(S) if seed_of is None else np.asarray(seed_of)
   chunk = default_chunk() if chunk is None else chunk
-  if chunk < 1:
-    raise ValueError(f"chunk must be a positive number of pairs, got {chunk}")
-  distinct, inverse = np.unique(steps(nodes), axis=0, return_inverse=True)
-  u, padded = len(distinct), _loop_length(len(distinct), len(nodes) - 1)
-  distinct = np.concatenate([distinct, np.repeat(distinct[:1], padded - u, axis=0)])
-  b = _step_barriers(probe, spec, variables, batch, jnp.asarray(distinct, jnp.int32), chunk)
-  return b[jnp.asarray(inverse.reshape(-1))]
+  if chunk < 1 or (instance_chunk is not None and instance_chunk < 1):
+    raise ValueError(f"chunk and instance_chunk must be positive, got {chunk}, {instance_chunk}")
+  sigmas, inverse = distinct_steps(walks)
+  b, tau = _instance_barriers(probe, spec, variables, batches, jnp.asarray(sigmas),
+                              jnp.asarray(seed_of, jnp.int32), chunk,
+                              chunk if instance_chunk is None else instance_chunk)
+  b = np.take_along_axis(np.asarray(b), inverse[seed_of], axis=1).reshape(len(seed_of), W, n1 - 1)
+  return (b, np.asarray(tau)) if with_resolution else b
 
 
-@functools.partial(jax.jit, static_argnames=("probe", "spec", "chunk"))
+@functools.partial(jax.jit, static_argnames=("probe", "spec", "chunk", "instance_chunk"))
+def _instance_barriers(probe: Probe, spec: PermSpec, variables, batches, sigmas, seed_of,
+                       chunk: int, instance_chunk: int):
+  """_step_barriers of every instance against its seed's batch and steps,
+  with its resolution."""
+
+  def one(args):
+    v, s = args
+    batch = jax.tree.map(lambda a: a[s], batches)
+    return _step_barriers(probe, spec, v, batch, sigmas[s], chunk)
+
+  return jax.lax.map(one, (variables, seed_of),
+                     batch_size=None if instance_chunk == 1 else instance_chunk)
+
+
 def _step_barriers(probe: Probe, spec: PermSpec, variables, batch, sigmas, chunk: int):
   """|b(theta, sigma theta)| at alpha = 0.5 for each row sigma of `sigmas`,
-  0 where at most the resolution."""
+  0 where at most the resolution tau; and tau."""
   z = probe.stem(variables, batch)
 
   def one(sigma):
@@ -156,7 +218,8 @@ def _step_barriers(probe: Probe, spec: PermSpec, variables, batch, sigmas, chunk
   mids = jax.lax.map(one, sigmas, batch_size=None if chunk == 1 else chunk)
   end = mids[0]
   b = jnp.abs(mids[1:] - end)
-  return jnp.where(b <= _resolution(probe, variables, z, batch, end), jnp.zeros_like(b), b)
+  tau = _resolution(probe, variables, z, batch, end)
+  return jnp.where(b <= tau, jnp.zeros_like(b), b), tau
 
 
 def _resolution(probe: Probe, variables, z, batch, loss, eps=None):
@@ -170,6 +233,6 @@ def _resolution(probe: Probe, variables, z, batch, loss, eps=None):
 
 
 def resolution(probe: Probe, variables, batch, eps=None):
-  """tau of `variables` on `batch`: `barrier_set` reports barriers <= tau as 0."""
+  """tau of `variables` on `batch`: `barrier_sets` reports barriers <= tau as 0."""
   z = probe.stem(variables, batch)
   return _resolution(probe, variables, z, batch, probe.head(variables, z, batch), eps)

@@ -16,10 +16,7 @@ Attention projections keep heads as an explicit axis (q/k/v kernels
 permutation is a permutation of one axis.
 """
 
-import copy
-import dataclasses
 import functools
-import json
 
 import flax.linen as nn
 import jax
@@ -28,7 +25,6 @@ import numpy as np
 import optax
 
 from manifold_metric import archs
-from manifold_metric.models import Probe
 from manifold_metric.permutations import Axis, PermSpec
 
 _init = nn.initializers.normal(0.02)  # BERT's initializer range
@@ -144,133 +140,67 @@ class BERT(nn.Module):
     return self.encode(self.embed(ids))
 
 
-# ------------------------------------------------------------------ arch, init
+# ------------------------------------------------------------------ build, init
 
 
-def arch(preset: str, vocab_size: int, max_len: int = 512, **overrides) -> dict:
-  """A preset's arch; `ffn` may be overridden by one width or one per layer."""
-  if preset not in archs.BERT_PRESETS:
-    raise ValueError(f"unknown BERT preset {preset!r}; expected one of {sorted(archs.BERT_PRESETS)}")
-  a = {"kind": "bert", **archs.BERT_PRESETS[preset], **overrides,
-       "vocab_size": vocab_size, "max_len": max_len}
-  if isinstance(a["ffn"], int):
-    a["ffn"] = [a["ffn"]] * a["layers"]
-  _check(a)
-  return a
+def build(arch: archs.BERT) -> BERT:
+  """The Flax module of a BERT architecture."""
+  if arch.vocab_size is None:
+    raise ValueError(f"{arch} has no vocab_size: see archs.with_data")
+  return BERT(arch.vocab_size, arch.max_len, arch.hidden, arch.heads, arch.ffn)
 
 
-def _check(arch: dict) -> None:
-  if arch.get("kind") != "bert":
-    raise ValueError(f"not a BERT arch: kind {arch.get('kind')!r}")
-  if arch["hidden"] % arch["heads"]:
-    raise ValueError(f"hidden {arch['hidden']} is not a multiple of heads {arch['heads']}")
-  if len(arch["ffn"]) != arch["layers"]:
-    raise ValueError(f"ffn lists {len(arch['ffn'])} widths for {arch['layers']} layers")
+def init(arch: archs.BERT, key) -> dict:
+  return dict(build(arch).init(key, jnp.zeros((1, 1), jnp.int32)))
 
 
-def build(arch: dict) -> BERT:
-  _check(arch)
-  return BERT(arch["vocab_size"], arch["max_len"], arch["hidden"], arch["heads"],
-              tuple(arch["ffn"]))
-
-
-def init(arch: dict, key) -> dict:
-  return dict(_initializer(json.dumps(arch, sort_keys=True))(key))
-
-
-@functools.lru_cache(maxsize=None)
-def _initializer(arch_json: str):
-  module = build(json.loads(arch_json))
-  return jax.jit(lambda key: module.init(key, jnp.zeros((1, 1), jnp.int32)))
-
-
-def logits(arch: dict, variables, ids):
-  return build(arch).apply(variables, ids)
-
-
-def mlm_loss(logits_, labels, weights):
+def mlm_loss(logits, labels, weights):
   """Cross-entropy averaged over the positions with weight (the masked ones)."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits_, labels)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 # --------------------------------------------------------------- neuron groups
 
 
-def neuron_groups(arch: dict) -> dict[str, PermSpec]:
+def neuron_groups(arch: archs.BERT) -> dict[str, PermSpec]:
   """"ffn_<i>" (layer i's FFN intermediate neurons) for every layer, then
-  "heads_0" (layer 0's attention heads; permutable, never widened)."""
-  _check(arch)
+  "heads_0" (layer 0's attention heads; permutable, never widened), as
+  `arch.groups()` names them. FFN group i's stem output is layer i's
+  pre-activation (stem_axis -1, see `stem`); the heads' stem is the embedding
+  output, which does not carry them."""
+  sizes = arch.groups()
   groups = {}
-  for i, width in enumerate(arch["ffn"]):
+  for i in range(arch.layers):
     p = f"params/layers_{i}"
-    groups[f"ffn_{i}"] = PermSpec(width, (
+    groups[f"ffn_{i}"] = PermSpec(sizes[f"ffn_{i}"], (
         Axis(f"{p}/ffn_in/kernel", 1), Axis(f"{p}/ffn_in/bias", 0),
-        Axis(f"{p}/ffn_out/kernel", 0, "in")), -1 if i == 0 else None)
+        Axis(f"{p}/ffn_out/kernel", 0, "in")), -1)
   p = "params/layers_0/attention"
-  groups["heads_0"] = PermSpec(arch["heads"], (
+  groups["heads_0"] = PermSpec(arch.heads, (
       *(Axis(f"{p}/{n}/kernel", 1) for n in ("query", "key", "value")),
       *(Axis(f"{p}/{n}/bias", 0) for n in ("query", "key", "value")),
       Axis(f"{p}/out/kernel", 0)), None)
   return groups
 
 
-def _group(arch: dict, group: str) -> PermSpec:
-  groups = neuron_groups(arch)
-  if group not in groups:
-    raise ValueError(f"unknown BERT neuron group {group!r}; expected one of {list(groups)}")
-  return groups[group]
-
-
-def spec(arch: dict, group: str = "ffn_0") -> PermSpec:
-  """The group's spec as `probe(arch, group)` sees it: an FFN probe's stem is
-  that layer's pre-activation (neurons on axis -1); the heads probe's stem is
-  the embedding output, which does not carry the heads."""
-  return dataclasses.replace(_group(arch, group),
-                             stem_axis=-1 if group.startswith("ffn_") else None)
-
-
-def probe_batch(batch):
-  """An MLM batch (inputs, labels, weights) as a probe takes it: (inputs, the
-  flat indices of the masked positions, their labels). The probe projects only
-  those onto the vocabulary, which the loss ignores elsewhere; with 15%
-  masking that is most of a small model's forward pass."""
+def probe_batches(batch, length: int | None = None):
+  """MLM batches (inputs, labels, weights), stacked over seeds (S, B, L), as
+  the probe takes them: (inputs, the flat indices of the masked positions,
+  their labels, weights). The probe projects only those positions onto the
+  vocabulary, which the loss ignores elsewhere; with 15% masking that is
+  most of a small model's forward pass. Seeds mask different numbers of
+  positions: each row is padded to `length` (default: the most any seed
+  has) with position 0 at weight 0."""
   inputs, labels, weights = (np.asarray(a) for a in batch)
-  positions = np.flatnonzero(weights.reshape(-1) > 0).astype(np.int32)
-  if positions.size == 0:
-    raise ValueError("the MLM batch has no masked position: the loss is undefined")
-  return inputs, positions, labels.reshape(-1)[positions]
-
-
-def probe(arch: dict, group: str = "ffn_0") -> Probe:
-  """MLM-loss Probe for batches from `probe_batch`; cached per (arch, group)
-  so that jitted users (barrier.barrier_set) compile once."""
-  _group(arch, group)
-  return _probe(json.dumps(arch, sort_keys=True), group)
-
-
-@functools.lru_cache(maxsize=None)
-def _probe(arch_json: str, group: str) -> Probe:
-  module = build(json.loads(arch_json))
-  if group.startswith("ffn_"):
-    layer = int(group.split("_")[1])
-
-    def stem(variables, batch):
-      return module.apply(variables, batch[0], layer=layer, method="stem")
-
-    def logits_(variables, z, batch):
-      return module.apply(variables, z, batch[0], layer=layer, positions=batch[1],
-                          method="head")
-  else:  # heads_0
-
-    def stem(variables, batch):
-      return module.apply(variables, batch[0], method="embed")
-
-    def logits_(variables, z, batch):
-      return module.apply(variables, z, positions=batch[1], method="encode")
-
-  def head(variables, z, batch):  # batch from probe_batch: the labels are its last entry
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits_(variables, z, batch), batch[2])
-    return ce.mean()
-
-  return Probe(stem, head)
+  flat = weights.reshape(len(weights), -1) > 0
+  counts = flat.sum(axis=1)
+  if (counts == 0).any():
+    raise ValueError("an MLM batch has no masked position: the loss is undefined")
+  length = int(counts.max()) if length is None else length
+  # Masked positions first, in order, then the rest (padding, weight 0).
+  order = np.argsort(~flat, axis=1, kind="stable")[:, :length].astype(np.int32)
+  w = np.take_along_axis(flat, order, axis=1).astype(np.float32)
+  positions = np.where(w > 0, order, 0).astype(np.int32)
+  lab = np.take_along_axis(labels.reshape(len(labels), -1), positions, axis=1)
+  return inputs, positions, lab.astype(np.int32), w

@@ -16,11 +16,10 @@ import zlib
 
 import numpy as np
 
-from manifold_metric import config
-from manifold_metric.io import InputError, atomic_path
+from manifold_metric.files import InputError, atomic_path
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
-FASHION_MNIST_DIR = config.FASHION_MNIST_DIR
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 KEYS = ("x_train", "y_train", "x_val", "y_val", "num_classes")
 
 _FASHION_URL = "https://github.com/zalandoresearch/fashion-mnist"
@@ -219,6 +218,45 @@ def _standardize(raw, scale, mean, std):
   rows *= np.tile(1 / (scale * std), width).astype(np.float32)
   rows -= np.tile(mean / std, width).astype(np.float32)
   return x
+
+
+# Sizes known before loading, for config checks ---------------------------------------
+
+DIGITS_SIZE = 1797  # scikit-learn's digits
+CIFAR_TRAIN_SIZE = 50_000  # both CIFARs' training batches
+NUM_CLASSES = {"digits": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+
+
+def idx_count(path) -> int:
+  """The number of items of an IDX file (gzipped or not), from its header."""
+  with open(path, "rb") as f:
+    head = f.read(2)
+  opener = gzip.open if head == b"\x1f\x8b" else open
+  with opener(path, "rb") as f:
+    header = f.read(8)
+  return int(np.frombuffer(header, ">u4", 1, 4)[0])
+
+
+def max_train_examples(name: str, data_dir=None, *, val_fraction: float = 0.2,
+                       limit: int | None = None) -> int | None:
+  """At most how many training examples `load` gives, read without loading
+  the data (None if the files are not there yet): the stratified split puts
+  round(val_fraction * count) of each class in validation.
+
+  Args:
+    name, data_dir, val_fraction, limit: as for `load`.
+  """
+  if name == "digits":
+    n = DIGITS_SIZE
+  elif name == "fashion_mnist":
+    try:
+      n = idx_count(_idx_path(os.fspath(data_dir or FASHION_MNIST_DIR), "train-labels-idx1-ubyte"))
+    except (InputError, OSError):
+      return None
+  else:
+    n = CIFAR_TRAIN_SIZE
+  bound = int(n * (1 - val_fraction) + NUM_CLASSES[name] / 2)
+  return bound if limit is None else min(bound, limit)
 
 
 # Public API ----------------------------------------------------------------------------

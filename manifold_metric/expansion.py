@@ -10,19 +10,15 @@ exactly, but replicas receive different gradients, so training can use them
 (with equal shares they would stay copies of each other forever).
 """
 
-import copy
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from manifold_metric import bert, models
+from manifold_metric import archs, tracks
 from manifold_metric.permutations import PermSpec, scale, take
-
-SPLITS = ("uniform", "random")
 
 
 def replication_map(key, old: int, new: int):
@@ -35,8 +31,8 @@ def replication_map(key, old: int, new: int):
 
 def shares(key, g, old: int, split: str = "random"):
   """Per new neuron, its share of the old neuron's outgoing weights."""
-  if split not in SPLITS:
-    raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+  if split not in archs.SPLITS:
+    raise ValueError(f"unknown split {split!r}; expected one of {archs.SPLITS}")
   w = (jnp.ones(g.shape) if split == "uniform"
        else jax.random.uniform(key, g.shape, minval=0.5, maxval=1.5))
   return w / jax.ops.segment_sum(w, g, num_segments=old)[g]
@@ -55,127 +51,88 @@ def widen(spec: PermSpec, variables, new: int, key, split: str = "random"):
   return traverse_util.unflatten_dict(flat, sep="/")
 
 
-def widen_first(arch: dict, variables, key, *, width=None, factor=None,
-                split: str = "random"):
-  """Widens the first layer (hidden units, first conv, or ResNet stem stage)."""
-  name, spec = next(iter(models.neuron_groups(arch).items()))
-  new = target_width(spec.size, width, factor)
-  return _resized(arch, name, new), widen(spec, variables, new, key, split)
-
-
-def widen_all(arch: dict, variables, key, *, factor: float, split: str = "random"):
-  """Widens every neuron group (every conv / hidden layer) by `factor`."""
-  groups = models.neuron_groups(arch)
-  for k, (name, spec) in zip(jax.random.split(key, len(groups)), groups.items()):
-    new = target_width(spec.size, None, factor)
-    variables = widen(spec, variables, new, k, split)
-    arch = _resized(arch, name, new)
-  return arch, variables
-
-
-def deepen(arch: dict, variables, *, after: int, count: int = 1):
+def deepen(arch: archs.Arch, variables, *, after: int, count: int = 1):
   """Inserts `count` identity-initialised layers after hidden layer / conv
   `after` (0-based). The inserted layer sees a ReLU output x >= 0 and is
   followed by a ReLU, so relu(I x + 0) = x preserves the function."""
-  kind = arch["kind"]
-  if kind not in ("mlp", "cnn"):
-    raise ValueError(f"deepening is defined for mlp and cnn, not {kind!r}")
-  key = "hidden" if kind == "mlp" else "channels"
-  widths = list(arch[key])
-  if not 0 <= after < len(widths):
-    raise ValueError(f"deepen.after = {after} is outside 0..{len(widths) - 1}")
-  layer = "hiddens" if kind == "mlp" else "convs"
+  new_arch = archs.deepened(arch, after, count)
+  layer = "hiddens" if arch.kind == "mlp" else "convs"
+  widths = arch.hidden if arch.kind == "mlp" else arch.channels
   params = dict(variables["params"])
   old = [params.pop(f"{layer}_{i}") for i in range(len(widths))]
   w = widths[after]
   eye = np.eye(w, dtype=np.float32)
-  if kind == "cnn":
+  if arch.kind == "cnn":
     kernel = np.zeros((3, 3, w, w), np.float32)
     kernel[1, 1] = eye
     eye = kernel
   ident = {"kernel": jnp.asarray(eye), "bias": jnp.zeros((w,), jnp.float32)}
   new = old[:after + 1] + [ident] * count + old[after + 1:]
   params.update({f"{layer}_{i}": p for i, p in enumerate(new)})
-  arch = copy.deepcopy(arch)
-  arch[key] = widths[:after + 1] + [w] * count + widths[after + 1:]
-  return arch, {**variables, "params": params}
+  return new_arch, {**variables, "params": params}
 
 
-def widen_ffn(arch: dict, variables, key, *, width=None, factor=None,
-              split: str = "random"):
-  """Widens the FFN of every layer of a BERT to `width` or by `factor`.
-
-  Args:
-    arch: a BERT architecture (`bert.arch`).
-    variables: its variables.
-    key: PRNG key for the replicas and shares.
-    width, factor: exactly one; the new width of each layer's FFN is `width`
-      or ceil(old width * factor).
-    split: "random" or "uniform" shares of the replicas.
-
-  Returns:
-    (new arch, new variables), the same function as before.
-  """
-  groups = bert.neuron_groups(arch)
-  arch = copy.deepcopy(arch)
-  for i, k in enumerate(jax.random.split(key, arch["layers"])):
-    group = groups[f"ffn_{i}"]
-    arch["ffn"][i] = target_width(group.size, width, factor)
-    variables = widen(group, variables, arch["ffn"][i], k, split)
-  return arch, variables
-
-
-def expand(arch: dict, variables, spec: dict, key):
-  """Applies an expansion described as plain data (the config's entries).
+def expand(arch: archs.Arch, variables, spec: dict, key):
+  """Applies an expansion, a sequence of Net2Net steps, to one model.
 
   Args:
     arch: the base architecture.
     variables: its variables.
-    spec: {"kind": "widen_first", "width": 16} or {"kind": "widen_first",
-      "factor": 2}, {"kind": "widen_all", "factor": 1.5}, {"kind": "deepen",
-      "after": 2, "count": 1}, or BERT's {"kind": "widen_ffn", "width": 1024};
-      optionally "split".
-    key: PRNG key (widening only).
+    spec: a config expansion entry: {"steps": [...]} or a shorthand
+      ({"kind": "widen_first", "width": 16}, {"kind": "widen_all", "factor":
+      1.5}, {"kind": "deepen", "after": 2, "count": 1}, BERT's {"kind":
+      "widen_ffn", "width": 1024}); optionally "split". See `archs.steps`.
+    key: PRNG key; step i widens with keys from fold_in(key, i).
 
   Returns:
     (new arch, new variables), the same function as before.
   """
-  kind = spec["kind"]
   split = spec.get("split", "random")
-  if kind == "widen_first":
-    return widen_first(arch, variables, key, width=spec.get("width"),
-                       factor=spec.get("factor"), split=split)
-  if kind == "widen_all":
-    return widen_all(arch, variables, key, factor=spec["factor"], split=split)
-  if kind == "deepen":
-    return deepen(arch, variables, after=spec["after"], count=spec.get("count", 1))
-  if kind == "widen_ffn":
-    return widen_ffn(arch, variables, key, width=spec.get("width"),
-                     factor=spec.get("factor"), split=split)
-  raise ValueError(f"unknown expansion kind {kind!r}; expected widen_first, "
-                   "widen_all, deepen or widen_ffn")
+  for i, step in enumerate(archs.steps(spec, arch)):
+    if step["kind"] == "deepen":
+      arch, variables = deepen(arch, variables, after=step["after"], count=step.get("count", 1))
+      continue
+    pairs = archs.step_groups(arch, step)
+    for (group, new), k in zip(pairs, jax.random.split(jax.random.fold_in(key, i), len(pairs))):
+      variables = widen(tracks.of(arch).neuron_groups(arch)[group], variables, new, k, split)
+      arch = archs.widened(arch, group, new)
+  return arch, variables
 
 
-def target_width(size: int, width, factor) -> int:
-  """The new width of a group of `size`: `width`, or ceil(size * factor)."""
-  if (width is None) == (factor is None):
-    raise ValueError("give exactly one of width or factor")
-  new = int(width) if width is not None else int(math.ceil(size * factor - 1e-9))
-  if new < size:
-    raise ValueError(f"target width {new} is smaller than the current {size}")
-  return new
+def expand_seeds(arch: archs.Arch, variables, spec: dict, seeds):
+  """`expand` of one model per seed (stacked), seed s with key(s).
+
+  Returns:
+    (new arch, new variables stacked over seeds).
+  """
+  new_arch, _ = archs.expanded(arch, spec)
+  keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds)))
+  return new_arch, jax.vmap(lambda v, k: expand(arch, v, spec, k)[1])(variables, keys)
 
 
-def _resized(arch: dict, group: str, new: int) -> dict:
-  """The architecture with neuron group `group` at width `new`."""
-  arch = copy.deepcopy(arch)
-  if arch["kind"] in ("mlp", "cnn"):
-    arch["hidden" if arch["kind"] == "mlp" else "channels"][int(group.rsplit("_", 1)[1])] = new
-  elif group.startswith("stage_"):
-    arch["stages"][int(group.split("_")[1])] = new
-  else:  # blocks_<b>_mid
-    b = int(group.split("_")[1])
-    per = [len(m) for m in arch["mids"]]
-    s = int(np.searchsorted(np.cumsum(per), b, side="right"))
-    arch["mids"][s][b - sum(per[:s])] = new
-  return arch
+def candidates(arch: archs.Arch, phi, spec: dict, seeds, ds: dict, hp: dict, performance,
+               what: str):
+  """theta^(0) of every seed: phi* expanded (`expand_seeds`, seed s with
+  key(s)), each checked to keep its seed's validation performance.
+
+  Args:
+    arch: phi*'s architecture.
+    phi: phi* of every seed, stacked.
+    spec: the config's expansion entry.
+    seeds: the seeds, in the order of `phi`.
+    ds: the prepared dataset.
+    hp: the track's hyperparameters (for BERT's evaluation batch).
+    performance: A(phi*) per seed, as its checkpoint records it.
+    what: names the expansion in the error.
+
+  Returns:
+    (the expanded architecture, theta^(0) stacked over seeds).
+
+  Raises:
+    RuntimeError: naming `what` and the seed if an expansion is not
+      function-preserving.
+  """
+  new_arch, theta = expand_seeds(arch, phi, spec, seeds)
+  after = [r["performance"] for r in tracks.validate(new_arch, theta, ds, hp)]
+  tracks.check_preserved(arch, performance, after, what, seeds)
+  return new_arch, theta

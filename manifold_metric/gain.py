@@ -65,12 +65,3 @@ def paired_difference(gains_: pd.DataFrame) -> dict:
   se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
   return {"best": best, "worst": worst, "diff": float(d.mean()), "se": se, "seeds": len(d)}
 
-
-def run_log(history: list[dict], base_performance: float) -> pd.DataFrame:
-  """A candidate run's per-epoch log as `gains` reads it: epoch 0 is the
-  expanded model, whose performance is A(phi*) (the expansion preserves it,
-  checked when expanding), then the records of `train.fit`."""
-  first = {"epoch": 0, "train_loss_sum": np.nan, "performance": base_performance}
-  if "val_acc" in history[0]:
-    first["val_acc"] = base_performance
-  return pd.DataFrame([first, *history])

@@ -1,4 +1,4 @@
-"""Permutation specs over Flax variable trees, and random-walk permutations.
+"""Permutation specs over Flax variable trees.
 
 A `PermSpec` names every array axis that one group of `size` neurons lives on,
 in the spirit of Git Re-Basin's permutation specs. The same spec drives
@@ -8,7 +8,6 @@ function-preserving permutations (gather along each axis) and Net2Net widening
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -93,34 +92,3 @@ def permute(spec: PermSpec, variables, perm):
   for a in spec.axes:
     flat[a.path] = take(flat[a.path], perm, a.axis, spec.size, a.inner)
   return traverse_util.unflatten_dict(flat, sep="/")
-
-
-def num_swaps(size: int) -> int:
-  """ceil(log2 l) transpositions per random-walk step (Appendix A.2.1)."""
-  return max(1, math.ceil(math.log2(size)))
-
-
-def random_walk(key, size: int, n: int):
-  """Nodes 0..n of the random walk as an (n + 1, size) int32 array.
-
-  Node 0 is the identity; node i + 1 is node i with ceil(log2 size)
-  transpositions of two distinct neurons, pairs drawn with replacement.
-  """
-  if size < 2:
-    raise ValueError(f"a random walk needs at least 2 neurons, got {size}")
-  k = num_swaps(size)
-  ka, kb = jax.random.split(key)
-  a = jax.random.randint(ka, (n, k), 0, size)
-  b = (a + jax.random.randint(kb, (n, k), 1, size)) % size
-
-  def swap(perm, ab):
-    i, j = ab
-    return perm.at[i].set(perm[j]).at[j].set(perm[i]), None
-
-  def step(perm, ab):
-    perm, _ = jax.lax.scan(swap, perm, ab)
-    return perm, perm
-
-  start = jnp.arange(size, dtype=jnp.int32)
-  _, nodes = jax.lax.scan(step, start, (a, b))
-  return jnp.concatenate([start[None], nodes], axis=0)

@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 from manifold_metric import correlation, gain  # noqa: E402
 
 # The scores of Figures 2 and 7, in their order, and their labels.
-BAR_SCORES = {"manifold": "Manifold $M_0$", "size": "Size (parameters)",
+BAR_SCORES = {"manifold": "Manifold $M_0$", "manifold_all": "$M_0$, every layer",
+              "size": "Size (parameters)", "width": "Width (permuted layer)",
               "gradnorm": "GradNorm", "snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
               "jacov": "Jacov"}
 SOTL_LABEL = r"$-$SoTL-E"
@@ -78,7 +79,7 @@ def bars(corr: pd.DataFrame, metrics: dict[str, pd.DataFrame], methods):
   """
   corr = _require(corr[(corr.epoch == 0) & corr.metric.isin(list(BAR_SCORES))],
                   "no correlation at t = 0 of the manifold metric, size or a proxy")
-  summary = correlation.summarize(corr)
+  summary = correlation.summarize(corr, baselines=())
   settings = list(dict.fromkeys(corr.setting))
   scores = [m for m in BAR_SCORES if m in set(corr.metric)]
   labels = [f"{s}\n{_gain_label(metrics[s])}" for s in settings]
@@ -114,11 +115,17 @@ def bars(corr: pd.DataFrame, metrics: dict[str, pd.DataFrame], methods):
   return fig
 
 
+def main_rows(metrics: pd.DataFrame, q: float, n: int, group: str | None = None):
+  """The metric rows of M_t as the paper draws it: the first group (or
+  `group`), the paper's walk, at (q, n)."""
+  pick = metrics["first"] if group is None else metrics.group == group
+  return metrics[pick & (metrics.walk == "paper") & (metrics.q == q) & (metrics.n == n)]
+
+
 def gain_and_metric(ax_gain, ax_metric, metrics: pd.DataFrame, q: float, n: int, title: str):
   """G_t (percent points; a star at its best) and M_t, mean and std over
   seeds per expansion over epochs, at one (q, n)."""
-  main = _require(metrics[(metrics.q == q) & (metrics.n == n)],
-                  f"{title}: no metric rows at q={q:g}, n={n}")
+  main = _require(main_rows(metrics, q, n), f"{title}: no metric rows at q={q:g}, n={n}")
   for expansion, t in main.groupby("expansion", sort=False):
     stats = t.groupby("epoch")[["gain", "M"]].agg(["mean", "std"])
     g = 100 * stats["gain"]["mean"]
@@ -132,21 +139,34 @@ def gain_and_metric(ax_gain, ax_metric, metrics: pd.DataFrame, q: float, n: int,
 
 
 def _interval(rows):
-  """Error bars (below, above) of summary rows: the 95% interval, clipped to
-  [-1, 1] where a correlation lives; none where it is undefined."""
+  """Error bars (below, above) of summary rows: the 95% bootstrap interval
+  (which the mean of a few skewed values can lie just outside of: a bar of 0
+  then), none where it is undefined."""
   err = [[0.0, 0.0] if r is None or not np.isfinite(r["ci_low"]) else
-         [r["mean"] - max(r["ci_low"], -1.0), min(r["ci_high"], 1.0) - r["mean"]] for r in rows]
-  return np.array(err).T
+         [r["mean"] - r["ci_low"], r["ci_high"] - r["mean"]] for r in rows]
+  return np.maximum(np.array(err).T, 0.0)
 
 
-def _tau_over_epochs(ax, corr: pd.DataFrame):
-  summary = correlation.summarize(corr[corr.method == "kendall"])
+def _lambda_zero(metrics: pd.DataFrame, n: int) -> dict[float, str]:
+  """Per q, how many seeds have lambda = 0 at (q, n), first group, paper
+  walk ("k/S"), where any do: there M_t counts exact zeros (identity steps,
+  Net2Net replicas, dead neurons), not connectivity."""
+  t = metrics[metrics["first"] & (metrics.walk == "paper") & (metrics.n == n) &
+              (metrics.epoch == 0)]
+  per_seed = t.groupby(["q", "seed"]).lambda_zero.any().groupby("q")
+  return {q: f"{int(k)}/{int(s)}" for q, k, s in zip(per_seed.sum().index, per_seed.sum(),
+                                                      per_seed.size()) if k}
+
+
+def _tau_over_epochs(ax, corr: pd.DataFrame, zero: dict[float, str]):
+  summary = correlation.summarize(corr[corr.method == "kendall"], baselines=())
   drawn = 0
   for name, s in summary.groupby("metric"):
     if name == "sotl_e":
       label = SOTL_LABEL
     elif name.startswith("manifold_q"):
-      label = f"$M_t$, q={name[len('manifold_q'):]}"
+      q = float(name[len("manifold_q"):])
+      label = f"$M_t$, q={q:g}" + (f" ($\\lambda$=0 on {zero[q]} seeds)" if q in zero else "")
     else:  # the main q again, or a score at t = 0 only
       continue
     s = s.sort_values("epoch")
@@ -178,7 +198,7 @@ def over_epochs(rows, q: float, n: int):
   fig, axes = plt.subplots(len(rows), 3, figsize=(12, 3.2 * len(rows)), squeeze=False)
   for (setting, metrics, corr), (ax_g, ax_m, ax_c) in zip(rows, axes):
     gain_and_metric(ax_g, ax_m, metrics, q, n, f"{setting} ({_gain_label(metrics)})")
-    _tau_over_epochs(ax_c, corr)
+    _tau_over_epochs(ax_c, corr, _lambda_zero(metrics, n))
   fig.tight_layout()
   return fig
 
@@ -202,24 +222,41 @@ def columns(panels, q: float, n: int):
 
 def sensitivity(tables):
   """Figures 6 and 8: Kendall tau of M_0 with G_T* over the (q, n) grid,
-  the mean over seeds (and how many seeds define it), one heatmap per setting."""
+  the mean over seeds (and how many seeds define it), one heatmap per
+  setting and walk: the paper's (top) and the one whose steps never undo
+  themselves (bottom). A cell where lambda = 0 on some seeds is hatched and
+  says on how many: there M_0 counts exact zeros, not connectivity."""
   tables = [_require(t, "an empty sensitivity table") for t in tables]
   if not tables:
     raise NothingToDraw("no setting")
-  fig, axes = plt.subplots(1, len(tables), figsize=(4.4 * len(tables), 3.4), squeeze=False)
-  for ax, t in zip(axes[0], tables):
-    grid = t.pivot_table(index="q", columns="n", values="value", aggfunc="mean", dropna=False)
-    count = t.pivot_table(index="q", columns="n", values="value", aggfunc="count")
-    im = ax.imshow(grid.to_numpy(), cmap="RdBu", vmin=-1, vmax=1, origin="lower", aspect="auto")
-    seeds = t.seed.nunique()
-    for (i, j), v in np.ndenumerate(grid.to_numpy()):
-      k = int(count.to_numpy()[i, j])
-      text = "undef." if k == 0 else f"{v:.2f}" + ("" if k == seeds else f"\n{k}/{seeds}")
-      ax.text(j, i, text, ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(grid.shape[1]), grid.columns)
-    ax.set_yticks(range(grid.shape[0]), [f"{q:g}" for q in grid.index])
-    ax.set(xlabel="n", ylabel="q", title=t.setting.iloc[0])
-  fig.colorbar(im, ax=axes[0].tolist(), label=r"Kendall $\tau$($M_0$, $G_T^*$), mean over seeds")
+  walks = sorted({w for t in tables for w in t.walk}, key=lambda w: w != "paper")
+  fig, axes = plt.subplots(len(walks), len(tables), figsize=(4.4 * len(tables) + 1,
+                                                            3.4 * len(walks)), squeeze=False,
+                           layout="constrained")
+  for j, t in enumerate(tables):
+    for i, walk in enumerate(walks):
+      ax, tw = axes[i, j], t[t.walk == walk]
+      grid = tw.pivot_table(index="q", columns="n", values="value", aggfunc="mean",
+                            dropna=False)
+      count = tw.pivot_table(index="q", columns="n", values="value", aggfunc="count")
+      zero = tw.pivot_table(index="q", columns="n", values="lambda_zero", aggfunc="sum")
+      im = ax.imshow(grid.to_numpy(), cmap="RdBu", vmin=-1, vmax=1, origin="lower",
+                     aspect="auto")
+      seeds = tw.seed.nunique()
+      for (r, c), v in np.ndenumerate(grid.to_numpy()):
+        k, z = int(count.to_numpy()[r, c]), int(zero.to_numpy()[r, c])
+        text = "undef." if k == 0 else f"{v:.2f}" + ("" if k == seeds else f"\n{k}/{seeds}")
+        if z:
+          text += f"\n$\\lambda$=0: {z}/{seeds}"
+          ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, hatch="///",
+                                     lw=0, color="gray"))
+        ax.text(c, r, text, ha="center", va="center", fontsize=6,
+                color="white" if k and abs(v) > 0.6 else "black")
+      ax.set_xticks(range(grid.shape[1]), grid.columns)
+      ax.set_yticks(range(grid.shape[0]), [f"{q:g}" for q in grid.index])
+      ax.set(xlabel="n", ylabel="q", title=f"{t.setting.iloc[0]}, {walk} walk")
+  fig.colorbar(im, ax=axes.ravel().tolist(),
+               label=r"Kendall $\tau$($M_0$, $G_T^*$), mean over seeds")
   return fig
 
 
@@ -237,12 +274,12 @@ def figure11(rows, q: float, n: int):
   fig, axes = plt.subplots(len(rows), 2, figsize=(9, 3.2 * len(rows)), squeeze=False)
   for (setting, scratch, heads), (ax_s, ax_h) in zip(rows, axes):
     _require(scratch, f"{setting}: no barrier sets of the run from random initialisation")
-    for qq, t in scratch.groupby("q"):
+    for qq, t in scratch[scratch.walk == "paper"].groupby("q"):
       s = t.groupby("epoch").M.agg(["mean", "std"])
       ax_s.errorbar(s.index, s["mean"], s["std"], capsize=2, label=f"q={qq:g}")
     ax_s.set(title=f"{setting}: from random init, $M_t$ vs epoch 1", xlabel="epoch t")
     ax_s.legend(fontsize=7)
-    main = _require(heads[(heads.q == q) & (heads.n == n)], f"{setting}: no heads metric rows")
+    main = _require(main_rows(heads, q, n, group="heads_0"), f"{setting}: no heads metric rows")
     for expansion, t in main.groupby("expansion", sort=False):
       s = t.groupby("epoch").M.agg(["mean", "std"])
       ax_h.errorbar(s.index, s["mean"], s["std"], capsize=2, label=expansion)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manifold_metric import io
+from manifold_metric.files import InputError, atomic_path
 
 SPLITS = ("train", "valid", "test")
 # The vocabulary starts with these, in this order; none is ever masked.
@@ -48,14 +48,14 @@ def read_split(data_dir, split: str) -> list[str]:
     with opener(path, "rt", encoding="utf-8") as f:
       tokens = [t for line in f if line.strip() for t in (*line.split(), EOS)]
   except FileNotFoundError:
-    raise io.InputError(f"{path} does not exist; expected {expected}") from None
+    raise InputError(f"{path} does not exist; expected {expected}") from None
   except UnicodeDecodeError as e:
-    raise io.InputError(f"{path} is not UTF-8 text ({e}); expected {expected}") from None
+    raise InputError(f"{path} is not UTF-8 text ({e}); expected {expected}") from None
   except (OSError, EOFError, lzma.LZMAError) as e:  # a truncated or corrupt archive
-    raise io.InputError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); "
+    raise InputError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); "
                         f"expected {expected}") from None
   if not tokens:
-    raise io.InputError(f"{path} holds no tokens; expected {expected}")
+    raise InputError(f"{path} holds no tokens; expected {expected}")
   return tokens
 
 
@@ -77,7 +77,8 @@ def encode(tokens, vocab) -> np.ndarray:
 
 
 def save_vocab(vocab, path) -> None:
-  io.write_json(list(vocab), path)
+  with atomic_path(path) as tmp, open(tmp, "w") as f:
+    json.dump(list(vocab), f, indent=1)
 
 
 def load_vocab(path) -> list[str]:
@@ -87,13 +88,13 @@ def load_vocab(path) -> list[str]:
     with open(path) as f:
       vocab = json.load(f)
   except FileNotFoundError:
-    raise io.InputError(f"vocabulary {path} does not exist") from None
+    raise InputError(f"vocabulary {path} does not exist") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise io.InputError(f"vocabulary {path} is not valid JSON ({e}); delete it and rerun "
+    raise InputError(f"vocabulary {path} is not valid JSON ({e}); delete it and rerun "
                      "the workflow to rebuild it") from None
   if (not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab)
       or tuple(vocab[:len(SPECIALS)]) != SPECIALS):
-    raise io.InputError(f"vocabulary {path} is not a JSON list of tokens starting with "
+    raise InputError(f"vocabulary {path} is not a JSON list of tokens starting with "
                      f"{list(SPECIALS)}; delete it and rerun the workflow to rebuild it")
   return vocab
 
@@ -141,5 +142,5 @@ def prepare(data_dir, vocab, *, train_split: str, val_split: str, seq_len: int,
     try:
       ds[name] = sequences(encode(read_split(data_dir, split)[:max_tokens], vocab), seq_len)
     except ValueError as e:  # too short for one sequence
-      raise io.InputError(f"{split_path(data_dir, split)}: {e}") from None
+      raise InputError(f"{split_path(data_dir, split)}: {e}") from None
   return {**ds, "vocab_size": len(vocab)}

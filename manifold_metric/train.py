@@ -1,31 +1,33 @@
-"""Training both tracks with Optax: one epoch loop, one optimizer recipe, one
-error for a run that is no longer learning.
+"""Training with Optax: every seed of one architecture in one jitted,
+vmapped program, for both tracks.
 
-What differs between the tracks is how an epoch runs and how a model is
-scored. Image classifiers step through minibatches reshuffled from (seed,
-epoch) and are scored by validation accuracy. BERT scans one jitted epoch of
-token sequences reshuffled and re-masked from (seed, epoch) and is scored by
--log of its validation MLM loss under one fixed masking (Section 4.4). `fit`
-runs either with progress and a time estimate, and raises `DivergenceError`
-naming the run when the loss is not finite, when it explodes far above that
-of a model that knows nothing, or when the run never gets clearly better than
-chance.
+A run is one model per seed, stacked on a leading seed axis. Each seed keeps
+its own initialisation, data order (and BERT's masking), drawn in the
+program from key(seed) and the epoch, and its own early stopping: a seed
+whose patience ran out stops changing (its updates are masked) while the
+others go on. What differs between the tracks (a batch, its loss, the
+validation score) comes from `tracks`. `fit` reports progress with a time
+estimate, and raises `DivergenceError` naming the run and seed when a loss is
+not finite, explodes far above that of a model that knows nothing, or when a
+run never gets clearly better than chance.
+
+Vmapping turns each matmul into a batched one, whose float32 accumulation may
+differ from a single model's in the last bits; over a run such rounding
+differences grow slowly (tests/test_train.py bounds them).
 """
 
 import functools
-import json
 import math
 import sys
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from manifold_metric import bert, models, text
-from manifold_metric.archs import is_lm
+from manifold_metric import archs, tracks
 
 DEFAULTS = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999,
             "batch_size": 512}
@@ -36,11 +38,19 @@ EXPLOSION = 10.0
 # A base model must close at least this share of the distance from chance to
 # perfect (accuracy 1, or MLM loss 0) at its best epoch; the paper's close most.
 MIN_PROGRESS = 0.1
+# Candidates train with another seed than their base, so that the base's
+# batch order is not replayed after expansion.
+CANDIDATE_SEED_OFFSET = 10_000
 
 
 class DivergenceError(RuntimeError):
   """A training run is no longer learning: its loss is not finite, exploded,
   or it never got clearly better than chance."""
+
+
+def candidate_seed(seed: int) -> int:
+  """The seed a candidate of study seed `seed` trains with."""
+  return seed + CANDIDATE_SEED_OFFSET
 
 
 def optimizer(hp: dict, total_steps: int | None = None) -> optax.GradientTransformation:
@@ -54,8 +64,7 @@ def optimizer(hp: dict, total_steps: int | None = None) -> optax.GradientTransfo
     total_steps: the schedule's length; needed with "warmup".
 
   Returns:
-    The Optax transformation. Create it once per run: jitted loops are cached
-    per optimizer object.
+    The Optax transformation.
   """
   hp = {**DEFAULTS, **hp}
   lr = hp["lr"]
@@ -71,283 +80,201 @@ def optimizer(hp: dict, total_steps: int | None = None) -> optax.GradientTransfo
   raise ValueError(f"unknown optimizer {hp['optimizer']!r}; expected one of {OPTIMIZERS}")
 
 
-# ----------------------------------------------------------------- image track
+def steps_per_epoch(arch: archs.Arch, n: int, batch_size: int) -> int:
+  """Minibatches per epoch of n examples (BERT drops the last partial one)."""
+  if tracks.of(arch).drop_remainder:
+    return n // batch_size
+  return -(-n // batch_size)
 
 
-@functools.lru_cache(maxsize=None)
-def _image_step(arch_json: str, hp_json: str):
-  arch, opt = json.loads(arch_json), optimizer(json.loads(hp_json))
-  module = models.build(arch)
-  bn = models.has_batch_norm(arch)
+@functools.lru_cache(maxsize=32)
+def _program(arch: archs.Arch, hp_items: tuple, n: int, total_steps: int):
+  """The jitted, vmapped epoch, validation and bookkeeping of a run."""
+  hp = dict(hp_items)
+  track, tx, bs = tracks.of(arch), optimizer(hp, total_steps), hp["batch_size"]
+  full, rest = n // bs, (0 if track.drop_remainder else n % bs)
 
-  def loss_fn(params, rest, x, y):
-    variables = {"params": params, **rest}
-    if bn:
-      out, new = module.apply(variables, x, train=True, mutable=["batch_stats"])
-      return models.cross_entropy(out, y), dict(new)
-    return models.cross_entropy(module.apply(variables, x), y), rest
+  def step(carry, batch):
+    variables, opt_state = carry
+    params = variables["params"]
+    rest_vars = {k: v for k, v in variables.items() if k != "params"}
+
+    def loss_fn(p):
+      return track.train_loss(arch, {"params": p, **rest_vars}, batch)
+
+    (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return ({**new_vars, "params": optax.apply_updates(params, updates)}, opt_state), loss
+
+  def epoch(variables, opt_state, train, key):
+    kp, km = jax.random.split(key)
+    order = jax.random.permutation(kp, n)
+
+    def scan_step(carry, xs):  # batches are drawn inside: the epoch is never materialized
+      i, rows = xs
+      return step(carry, track.train_batch(arch, train, rows, jax.random.fold_in(km, i)))
+
+    carry, losses = jax.lax.scan(scan_step, (variables, opt_state),
+                                 (jnp.arange(full), order[:full * bs].reshape(full, bs)))
+    total = losses.sum()
+    if rest:
+      rows = order[full * bs:]
+      carry, loss = step(carry, track.train_batch(arch, train, rows,
+                                                  jax.random.fold_in(km, full)))
+      total = total + loss
+    return carry[0], carry[1], total
 
   @jax.jit
-  def step(variables, opt_state, x, y):
-    params = variables["params"]
-    rest = {k: v for k, v in variables.items() if k != "params"}
-    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x, y)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return {"params": optax.apply_updates(params, updates), **rest}, opt_state, loss
+  def run_epoch(variables, opt_state, train, keys, active):
+    new_v, new_s, total = jax.vmap(epoch, in_axes=(0, 0, None, 0))(variables, opt_state,
+                                                                    train, keys)
+    return _select(active, new_v, variables), _select(active, new_s, opt_state), total
 
-  return opt, step
-
-
-@functools.lru_cache(maxsize=None)
-def _predict(arch_json: str):
-  module = models.build(json.loads(arch_json))
-  return jax.jit(lambda variables, x: jnp.argmax(module.apply(variables, x), -1))
+  init = jax.jit(jax.vmap(lambda v: tx.init(v["params"])))
+  return run_epoch, init
 
 
-def accuracy(arch: dict, variables, x, y, batch_size: int = 1024) -> float:
-  """Accuracy on (x, y) in evaluation mode (BatchNorm running statistics)."""
-  predict = _predict(json.dumps(arch, sort_keys=True))
-  correct = sum(int(jnp.sum(predict(variables, x[i:i + batch_size]) == y[i:i + batch_size]))
-                for i in range(0, len(x), batch_size))
-  return correct / len(x)
+@jax.jit
+def _select(mask, new, old):
+  """Per seed (leading axis), `new` where mask else `old`."""
+  return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+                      new, old)
 
 
-# -------------------------------------------------------------------- BERT track
-
-
-@functools.lru_cache(maxsize=32)
-def _lm_epoch(arch_json: str, tx: optax.GradientTransformation):
-  arch = json.loads(arch_json)
-  module = bert.build(arch)
-  vocab_size = arch["vocab_size"]
-
-  def loss_fn(params, batch):
-    inputs, labels, weights = batch
-    return bert.mlm_loss(module.apply({"params": params}, inputs), labels, weights)
-
-  @functools.partial(jax.jit, static_argnames="batch_size")
-  def epoch(params, opt_state, seqs, key, batch_size):
-    kp, km = jax.random.split(key)
-    nb = seqs.shape[0] // batch_size
-    order = jax.random.permutation(kp, seqs.shape[0])[:nb * batch_size]
-
-    def step(carry, xs):  # masks batch by batch: the epoch is never materialized
-      params, opt_state = carry
-      i, rows = xs
-      batch = text.mask_tokens(jax.random.fold_in(km, i), seqs[rows], vocab_size)
-      loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(
-        step, (params, opt_state), (jnp.arange(nb), order.reshape(nb, batch_size)))
-    return params, opt_state, losses.sum()
-
-  return epoch
-
-
-@functools.lru_cache(maxsize=32)
-def _lm_evaluator(arch_json: str):
-  arch = json.loads(arch_json)
-  module = bert.build(arch)
-  vocab_size = arch["vocab_size"]
-
-  @functools.partial(jax.jit, static_argnames="batch_size")
-  def evaluate(params, seqs, key, batch_size):
-    n = seqs.shape[0]
-    nb = -(-n // batch_size)
-    inputs, labels, weights = text.mask_tokens(key, seqs, vocab_size)
-
-    def pad(x):  # padded rows get weight 0
-      x = jnp.pad(x, ((0, nb * batch_size - n), (0, 0)))
-      return x.reshape(nb, batch_size, -1)
-
-    def one(batch):
-      inputs, labels, weights = batch
-      ce = optax.softmax_cross_entropy_with_integer_labels(
-          module.apply({"params": params}, inputs), labels)
-      return jnp.sum(ce * weights), jnp.sum(weights)
-
-    total, count = jax.lax.map(one, (pad(inputs), pad(labels), pad(weights)))
-    return total.sum() / jnp.maximum(count.sum(), 1.0)
-
-  return evaluate
-
-
-def mlm_loss(arch: dict, variables, seqs, key, batch_size: int) -> float:
-  """Mean MLM loss over all masked positions of `seqs` masked with `key`
-  (pass a fixed key so that every evaluation sees the same masks)."""
-  loop = _lm_evaluator(json.dumps(arch, sort_keys=True))
-  return float(loop(variables["params"], jnp.asarray(seqs), key, batch_size=batch_size))
-
-
-def lm_val_loss(arch: dict, variables, ds: dict, hp: dict) -> float:
-  """Validation MLM loss with one fixed masking (key 0), so that every epoch
-  and model is scored on the same masked tokens."""
-  return mlm_loss(arch, variables, ds["val"], jax.random.key(0), hp["eval_batch_size"])
-
-
-# ------------------------------------------------------------------ both tracks
-
-
-def performance(arch: dict, variables, ds: dict, hp: dict) -> float:
-  """A(theta): validation accuracy, or -log(validation MLM loss) for BERT."""
-  if is_lm(arch):
-    return -math.log(lm_val_loss(arch, variables, ds, hp))
-  return accuracy(arch, variables, ds["x_val"], ds["y_val"])
-
-
-class _Track(NamedTuple):
-  state: tuple                 # (variables, optimizer state)
-  epoch: Callable              # (t, state) -> (state, sum of the epoch's minibatch losses)
-  steps: int                   # minibatches per epoch
-  evaluate: Callable           # variables -> record of the epoch's scores, with "performance"
-  chance_loss: float           # the loss of a uniform prediction
-  chance: float                # the performance of a model that knows nothing
-  perfect: float               # the best performance there is
-
-
-def _image_track(arch, variables, ds, hp, seed) -> _Track:
-  opt, step = _image_step(json.dumps(arch, sort_keys=True), json.dumps(hp, sort_keys=True))
-  x, y, bs = ds["x_train"], ds["y_train"], hp["batch_size"]
-
-  def epoch(t, state):
-    variables, opt_state = state
-    order = np.random.default_rng([seed, t]).permutation(len(x))
-    losses = []
-    for i in range(0, len(x), bs):
-      idx = order[i:i + bs]
-      variables, opt_state, loss = step(variables, opt_state, x[idx], y[idx])
-      losses.append(loss)
-    return (variables, opt_state), jnp.sum(jnp.stack(losses))
-
-  def evaluate(v):
-    acc = accuracy(arch, v, ds["x_val"], ds["y_val"])
-    return {"val_acc": acc, "performance": acc}
-
-  majority = np.bincount(ds["y_val"]).max() / len(ds["y_val"])
-  return _Track((variables, opt.init(variables["params"])), epoch, -(-len(x) // bs), evaluate,
-                math.log(ds["num_classes"]), float(majority), 1.0)
-
-
-def _lm_track(arch, variables, ds, hp, seed, epochs) -> _Track:
-  seqs, bs = ds["train"], hp["batch_size"]
-  steps = len(seqs) // bs
-  if steps == 0:
-    raise ValueError(f"{len(seqs)} training sequences do not fill one batch of {bs}")
-  tx = optimizer(hp, total_steps=epochs * steps)
-  loop = _lm_epoch(json.dumps(arch, sort_keys=True), tx)
-
-  def epoch(t, state):
-    key = jax.random.fold_in(jax.random.key(seed), t)
-    params, opt_state, total = loop(state[0]["params"], state[1], jnp.asarray(seqs), key,
-                                    batch_size=bs)
-    return ({**state[0], "params": params}, opt_state), total
-
-  def evaluate(v):
-    loss = lm_val_loss(arch, v, ds, hp)
-    return {"val_loss": loss, "performance": -math.log(loss)}
-
-  # Performance is -log(loss): chance is a uniform prediction's loss, log V.
-  chance_loss = math.log(arch["vocab_size"])
-  return _Track((variables, tx.init(variables["params"])), epoch, steps, evaluate,
-                chance_loss, -math.log(chance_loss), math.inf)
-
-
-def _progress(best: float, track: _Track) -> float:
+def _progress(best: float, chance: float, chance_loss: float, perfect: float) -> float:
   """Share of the way from chance to perfect that `best` has come."""
-  if math.isfinite(track.perfect):
-    return (best - track.chance) / (track.perfect - track.chance)
+  if math.isfinite(perfect):
+    return (best - chance) / (perfect - chance)
   # MLM performance is -log(loss): measure in loss, from log V down to 0.
-  return 1.0 - math.exp(-best) / track.chance_loss
+  return 1.0 - math.exp(-best) / chance_loss
 
 
-def fit(arch: dict, variables, ds: dict, *, hp: dict, seed: int, epochs: int, run: str,
-        patience: int | None = None, min_progress: float | None = None,
-        on_epoch: Callable[[int, dict, dict], None] | None = None):
-  """Trains a model of either track with a fresh optimizer.
+def fit(arch: archs.Arch, variables, ds: dict, *, hp: dict, seeds: Sequence[int], epochs: int,
+        run: str, patience: int | None = None, min_progress: float | None = None,
+        on_epoch: Callable[[int, dict, list], None] | None = None):
+  """Trains one model per seed, all seeds at once, with a fresh optimizer.
 
   Args:
-    arch, variables: the model (plain-data architecture and Flax variables).
+    arch: the architecture (the same for every seed).
+    variables: one model per seed, stacked on a leading axis.
     ds: a prepared dataset (`data.load` or `text.prepare`).
     hp: the run's optimizer and batch settings (see `optimizer`; BERT also
       "eval_batch_size").
-    seed: batches are reshuffled (and BERT's re-masked) from (seed, epoch).
+    seeds: seed s's batches are reshuffled (and BERT's re-masked) from
+      key(s) and the epoch.
     epochs: at most this many epochs.
-    run: the run's name, in progress lines and errors.
-    patience: stop once the performance has not improved for this many
-      epochs, and return the best epoch's variables; None: train all epochs
-      and return the last.
-    min_progress: if given, the best epoch must have closed this share of
-      the distance from chance to perfect (accuracy 1, MLM loss 0).
-    on_epoch: called as on_epoch(t, variables, record) after every epoch.
+    run: the run's name; progress lines and errors say "<run> seed <s>".
+    patience: a seed stops once its performance has not improved for this
+      many epochs, and its best epoch's model is returned; None: train every
+      epoch and return the last.
+    min_progress: if given, every seed's best epoch must have closed this
+      share of the distance from chance to perfect (accuracy 1, MLM loss 0).
+    on_epoch: called as on_epoch(t, variables, records) after every epoch,
+      records[i] the epoch's record of seed i, or None for a seed that has
+      stopped.
 
   Returns:
-    (variables, history): the returned model, and one record per epoch with
-    epoch, train_loss_sum (SoTL-E), performance, and val_acc or val_loss.
+    (variables, histories): the returned models (stacked), and per seed one
+    record per epoch it trained, with epoch, train_loss_sum (SoTL-E),
+    performance, and val_acc or val_loss.
 
   Raises:
-    DivergenceError: naming `run`, when an epoch's loss is not finite or
-      exceeds EXPLOSION times a uniform prediction's, or when the best epoch
-      closed less than `min_progress` of the distance from chance to perfect.
+    DivergenceError: naming the run and seed, when an epoch's loss is not
+      finite or exceeds EXPLOSION times a uniform prediction's, or when a
+      seed's best epoch closed less than `min_progress` of the distance from
+      chance to perfect.
   """
-  hp = {**DEFAULTS, **hp}
-  track = (_lm_track(arch, variables, ds, hp, seed, epochs) if is_lm(arch)
-           else _image_track(arch, variables, ds, hp, seed))
-  state, history, best = track.state, [], None
+  hp, seeds = {**DEFAULTS, **hp}, list(seeds)
+  track = tracks.of(arch)
+  train_data, val = jax.device_put((track.train_data(ds), track.val_data(ds)))
+  n = len(jax.tree.leaves(train_data)[0])
+  nsteps = steps_per_epoch(arch, n, hp["batch_size"])
+  if nsteps == 0:
+    raise ValueError(f"{n} training examples do not fill one batch of {hp['batch_size']}")
+  run_epoch, init = _program(arch, tracks.hashable(hp), n, epochs * nsteps)
+  chance, chance_loss, perfect = track.chance(arch, ds)
+  base_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+  state, opt_state = variables, init(variables)
+  best, best_record = variables, [None] * len(seeds)
+  active = np.ones(len(seeds), bool)
+  histories = [[] for _ in seeds]
   start = time.time()
   for t in range(1, epochs + 1):
-    state, loss_sum = track.epoch(t, state)
-    loss_sum = float(loss_sum)
-    mean = loss_sum / track.steps
-    if not math.isfinite(loss_sum):
-      raise DivergenceError(f"{run}: training diverged at epoch {t} (loss sum {loss_sum}); "
-                            "lower the learning rate for this run")
-    if mean > EXPLOSION * track.chance_loss:
-      raise DivergenceError(
-          f"{run}: training loss exploded at epoch {t}: mean minibatch loss {mean:.4g}, more "
-          f"than {EXPLOSION:g} times a uniform prediction's ({track.chance_loss:.3g}); lower "
-          "the learning rate for this run")
-    record = {"epoch": t, "train_loss_sum": loss_sum, **track.evaluate(state[0])}
-    history.append(record)
-    if best is None or record["performance"] > best[1]["performance"]:
-      best = (state[0], record)
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(base_keys)
+    state, opt_state, totals = run_epoch(state, opt_state, train_data, keys, jnp.asarray(active))
+    scores = tracks.val_scores(arch, state, val, hp)
+    totals = np.asarray(totals, np.float64)
+    records = [None] * len(seeds)
+    improved = np.zeros(len(seeds), bool)
+    for i, seed in enumerate(seeds):
+      if not active[i]:
+        continue
+      name, total = f"{run} seed {seed}", float(totals[i])
+      if not math.isfinite(total):
+        raise DivergenceError(f"{name}: training diverged at epoch {t} (loss sum {total}); "
+                              "lower the learning rate for this run")
+      if total / nsteps > EXPLOSION * chance_loss:
+        raise DivergenceError(
+            f"{name}: training loss exploded at epoch {t}: mean minibatch loss "
+            f"{total / nsteps:.4g}, more than {EXPLOSION:g} times a uniform prediction's "
+            f"({chance_loss:.3g}); lower the learning rate for this run")
+      records[i] = {"epoch": t, "train_loss_sum": total,
+                    **{k: float(v[i]) for k, v in scores.items()}}
+      histories[i].append(records[i])
+      if best_record[i] is None or records[i]["performance"] > best_record[i]["performance"]:
+        improved[i], best_record[i] = True, records[i]
+    if patience is not None:
+      best = _select(jnp.asarray(improved), state, best)
     elapsed = time.time() - start
-    print(f"[{run}] epoch {t}/{epochs} loss_sum {loss_sum:.4f} performance "
-          f"{record['performance']:.4f} ({elapsed:.0f}s, at most "
+    perf = " ".join(f"{r['performance']:.4f}" if r else "stopped" for r in records)
+    print(f"[{run}] epoch {t}/{epochs} performance per seed {perf} ({elapsed:.0f}s, at most "
           f"{elapsed / t * (epochs - t):.0f}s left)", file=sys.stderr, flush=True)
     if on_epoch is not None:
-      on_epoch(t, state[0], record)
-    if patience is not None and t - best[1]["epoch"] >= patience:
-      break
-  if min_progress is not None and _progress(best[1]["performance"], track) < min_progress:
-    raise DivergenceError(
-        f"{run}: not learning: the best epoch ({best[1]['epoch']}) reached performance "
-        f"{best[1]['performance']:.4f}, against {track.chance:.4f} for chance; check the "
-        "learning rate and the data")
-  return (best[0] if patience is not None else state[0]), history
+      on_epoch(t, state, records)
+    if patience is not None:
+      active &= np.array([t - b["epoch"] < patience for b in best_record])
+      if not active.any():
+        break
+  if min_progress is not None:
+    for seed, b in zip(seeds, best_record):
+      if _progress(b["performance"], chance, chance_loss, perfect) < min_progress:
+        raise DivergenceError(
+            f"{run} seed {seed}: not learning: the best epoch ({b['epoch']}) reached "
+            f"performance {b['performance']:.4f}, against {chance:.4f} for chance; check the "
+            "learning rate and the data")
+  return (best if patience is not None else state), histories
 
 
-def fit_base(arch: dict, variables, ds: dict, *, hp: dict, base: dict, seed: int, run: str):
-  """Trains the base model phi* (Section 4.1).
+def run_log(history: list[dict], base_performance: float) -> list[dict]:
+  """A candidate run's per-epoch log as `gain.gains` reads it: epoch 0 is
+  the expanded model, whose performance is A(phi*) (the expansion preserves
+  it, checked when expanding), then the records of `fit`."""
+  first = {"epoch": 0, "train_loss_sum": math.nan, "performance": base_performance}
+  if "val_acc" in history[0]:
+    first["val_acc"] = base_performance
+  return [first, *history]
+
+
+def fit_base(arch: archs.Arch, variables, ds: dict, *, hp: dict, base: dict, seeds, run: str):
+  """Trains the base models phi* of every seed (Section 4.1).
 
   Args:
-    arch, variables, ds, hp, seed, run: as in `fit`.
+    arch, variables, ds, hp, seeds, run: as in `fit`.
     base: {"max_epochs", "patience"}: until the performance has not improved
       for `patience` epochs (image models, early stopping), phi* the best
       epoch; or {"epochs"}: that many epochs (BERT), phi* the last.
 
   Returns:
-    (phi*, history, A(phi*)), the last the performance of phi*.
+    (phi* stacked, histories, A(phi*) per seed).
 
   Raises:
-    DivergenceError: as `fit`, and when phi* is not clearly better than
+    DivergenceError: as `fit`, and when a phi* is not clearly better than
       chance (MIN_PROGRESS): nothing should be expanded from it.
   """
   if "patience" in base:
-    phi, history = fit(arch, variables, ds, hp=hp, seed=seed, epochs=base["max_epochs"],
-                       run=run, patience=base["patience"], min_progress=MIN_PROGRESS)
-    return phi, history, max(h["performance"] for h in history)
-  phi, history = fit(arch, variables, ds, hp=hp, seed=seed, epochs=base["epochs"], run=run,
-                     min_progress=MIN_PROGRESS)
-  return phi, history, history[-1]["performance"]
+    phi, histories = fit(arch, variables, ds, hp=hp, seeds=seeds, epochs=base["max_epochs"],
+                         run=run, patience=base["patience"], min_progress=MIN_PROGRESS)
+    return phi, histories, [max(h["performance"] for h in hist) for hist in histories]
+  phi, histories = fit(arch, variables, ds, hp=hp, seeds=seeds, epochs=base["epochs"], run=run,
+                       min_progress=MIN_PROGRESS)
+  return phi, histories, [hist[-1]["performance"] for hist in histories]

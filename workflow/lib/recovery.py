@@ -726,6 +726,28 @@ class Interrupts:
     return [p for p in procs if _running(p)]
 
 
+class RemoteTerm:
+  """SIGTERM to a run of a remote executor (Slurm) acts as Ctrl-C: its
+  submitted jobs are cancelled (`scancel`) and it exits. Snakemake alone
+  takes SIGTERM as "submit nothing more, wait for the submitted jobs", which
+  on a cluster can take a rule's whole runtime. Installed in the main
+  `snakemake` process (recovery.smk): a thread sees SIGTERM at once through
+  the signal wakeup fd and sends this process SIGINT, whose KeyboardInterrupt
+  makes Snakemake's scheduler cancel every job it submitted."""
+
+  def install(self) -> None:
+    """Takes SIGTERM (main thread only)."""
+    self._wakeup = socket.socketpair()
+    self._wakeup[1].setblocking(False)  # the C-level handler must never block
+    signal.set_wakeup_fd(self._wakeup[1].fileno(), warn_on_full_buffer=False)
+    threading.Thread(target=self._watch, name="sigterm", daemon=True).start()
+
+  def _watch(self) -> None:
+    while True:
+      if signal.SIGTERM in self._wakeup[0].recv(64):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
 def _running(proc) -> bool:
   try:
     return proc.status() != psutil.STATUS_ZOMBIE

@@ -1,85 +1,90 @@
-# Barrier sets (Algorithm 1): every model of one seed on the seed's batch and
-# walk. Per seed, one job for epoch 0 (phi* and every theta^(0)), so that the
-# ranking before training needs no training, and one for the candidates'
-# trained epochs (one job per run would mostly pay for starting Python).
+# Barrier sets (Algorithm 1) of every model of every seed, on the seed's
+# batch and walks, for every neuron group of phi* and both walks. One job per
+# setting for epoch 0 (phi* and every theta^(0), expanded here: the ranking
+# before training needs no training), one for the candidates' trained epochs.
 
 
-def initial_checkpoints(wildcards):
-    return list(get_initial_checkpoints(wildcards).values())
+rule barrier_set_initial:
+    input:
+        base=get_base_checkpoints,
+        data=get_dataset_npz,
+    output:
+        seed_outputs(P.initial_barriers),
+    wildcard_constraints:
+        setting=alternatives(IMAGE_SETTINGS),
+    params:
+        expansions=get_expansions,
+        train=get_train_hp,
+        seeds=get_seeds,
+        n=config["metric"]["n_max"],
+        batch_size=get_metric_batch_size,
+        chunk=config["metric"].get("chunk"),
+        code=code("barrier_set_initial.py"),
+    log:
+        "logs/barriers/{setting}/initial.log",
+    script:
+        "../scripts/barrier_set_initial.py"
 
 
-def initial_labels(wildcards):
-    return [[e, 0] for e in get_initial_checkpoints(wildcards)]
+use rule barrier_set_initial as barrier_set_initial_lm with:
+    output:
+        seed_outputs(P.initial_barriers, lm=True),
+    wildcard_constraints:
+        setting=alternatives(LM_SETTINGS),
 
 
 def trained_labels(wildcards):
     return [list(key) for key in get_trained_checkpoints(wildcards)]
 
 
-rule barrier_set_initial:
-    input:
-        checkpoints=initial_checkpoints,
-        data=get_dataset_npz,
-    output:
-        P.initial_barriers,
-    params:
-        labels=initial_labels,
-        n=config["metric"]["n_max"],
-        batch_size=get_metric_batch_size,
-        chunk=config["metric"].get("chunk"),
-        group=get_group,
-        code=code("barrier_set.py"),
-    log:
-        "logs/barriers/{setting}/initial/seed{seed}.log",
-    script:
-        "../scripts/barrier_set.py"
-
-
-use rule barrier_set_initial as barrier_set with:
+rule barrier_set:
     input:
         checkpoints=lambda w: list(get_trained_checkpoints(w).values()),
         data=get_dataset_npz,
     output:
-        P.barriers,
+        seed_outputs(P.barriers),
+    wildcard_constraints:
+        setting=alternatives(IMAGE_SETTINGS),
     params:
         labels=trained_labels,
+        model=get_model,
+        expansions=get_expansions,
+        seeds=get_seeds,
         n=config["metric"]["n_max"],
         batch_size=get_metric_batch_size,
         chunk=config["metric"].get("chunk"),
-        group=get_group,
         code=code("barrier_set.py"),
     log:
-        "logs/barriers/{setting}/trained/seed{seed}.log",
+        "logs/barriers/{setting}/trained.log",
+    script:
+        "../scripts/barrier_set.py"
 
 
-# Another neuron group than the first layer (lm.groups: BERT's attention
-# heads, Figure 11 (ii)).
-use rule barrier_set_initial as barrier_set_initial_group with:
+use rule barrier_set as barrier_set_lm with:
     output:
-        P.initial_barriers_group,
-    log:
-        "logs/barriers/{setting}/initial/seed{seed}.{group}.log",
+        seed_outputs(P.barriers, lm=True),
+    wildcard_constraints:
+        setting=alternatives(LM_SETTINGS),
 
 
-use rule barrier_set as barrier_set_group with:
-    output:
-        P.barriers_group,
-    log:
-        "logs/barriers/{setting}/trained/seed{seed}.{group}.log",
-
-
-use rule barrier_set_initial as barrier_set_scratch with:
+# Figure 11 (i): every epoch of the run from random initialisation, the first
+# group (layer 0's FFN).
+rule barrier_set_scratch:
     input:
         checkpoints=lambda w: list(get_scratch_checkpoints(w).values()),
         data=get_dataset_npz,
     output:
-        P.scratch_barriers,
+        seed_outputs(P.scratch_barriers, lm=True),
+    wildcard_constraints:
+        setting=alternatives(LM_SETTINGS),
     params:
-        labels=lambda w: [["scratch", e] for e in SCRATCH_EPOCHS],
+        labels=lambda w: [list(key) for key in get_scratch_checkpoints(w)],
+        seeds=get_seeds,
         n=config["metric"]["n_max"],
         batch_size=get_metric_batch_size,
         chunk=config["metric"].get("chunk"),
-        group=None,
-        code=code("barrier_set.py"),
+        code=code("barrier_set_scratch.py"),
     log:
-        "logs/barriers/{setting}/scratch/seed{seed}.log",
+        "logs/barriers/{setting}/scratch.log",
+    script:
+        "../scripts/barrier_set_scratch.py"

@@ -4,8 +4,7 @@ from types import SimpleNamespace
 
 from snakemake.utils import min_version, validate
 
-from manifold_metric import config as study
-from manifold_metric import provenance
+from manifold_metric import archs, provenance, study
 
 min_version("9.0")
 
@@ -27,10 +26,11 @@ SETTINGS = config["settings"]
 LM = config.get("lm", {})
 IMAGE_SETTINGS = [s for s in SETTINGS if not study.is_lm_setting(config, s)]
 LM_SETTINGS = [s for s in SETTINGS if study.is_lm_setting(config, s)]
+SEEDS = config["seeds"]
+LM_SEEDS = LM.get("seeds", SEEDS)
 EPOCHS = study.checkpoint_epochs(config["candidate"])
 LM_EPOCHS = study.checkpoint_epochs(LM["candidate"]) if LM_SETTINGS else [0]
 SCRATCH_EPOCHS = list(range(1, LM["scratch"]["epochs"] + 1)) if LM_SETTINGS else []
-LM_GROUPS = LM.get("groups", []) if LM_SETTINGS else []
 FIGURES = config["figures"]
 
 # Every result path, in one place. Checkpoint names carry the epoch as 4 digits.
@@ -44,20 +44,19 @@ P = SimpleNamespace(
     run_log="results/checkpoints/{setting}/{expansion}/seed{seed}/log.parquet",
     scratch="results/scratch/{setting}/seed{seed}/epoch{epoch}.msgpack",
     scratch_log="results/scratch/{setting}/seed{seed}/log.parquet",
-    # Per seed: epoch 0 (phi* and every theta^(0)), then the candidates' trained epochs.
+    # Per seed: epoch 0 (phi* and every theta^(0)), then the candidates' trained
+    # epochs; every neuron group of phi*, both walks.
     initial_barriers="results/barriers/{setting}/initial/seed{seed}.parquet",
-    initial_barriers_group="results/barriers/{setting}/initial/seed{seed}.{group}.parquet",
     barriers="results/barriers/{setting}/trained/seed{seed}.parquet",
-    barriers_group="results/barriers/{setting}/trained/seed{seed}.{group}.parquet",
     scratch_barriers="results/barriers/{setting}/scratch/seed{seed}.parquet",
     metrics="results/metrics/{setting}.parquet",
-    metrics_group="results/metrics/{setting}.{group}.parquet",
     scratch_metrics="results/scratch/{setting}.parquet",
     proxies="results/proxies/{setting}.parquet",
     correlations="results/correlations/{setting}.parquet",
     sensitivity="results/sensitivity/{setting}.parquet",
     ranking="results/rankings/{setting}.parquet",
     ranking_md="results/rankings/{setting}.md",
+    outcome_md="results/rankings/{setting}.outcome.md",
     summary="results/tables/correlations_summary.parquet",
     table4="results/tables/table4.parquet",
     table4_md="results/tables/table4.md",
@@ -81,7 +80,6 @@ wildcard_constraints:
     expansion="(?!(?:base|initial|scratch)/)[^/]+",
     dataset="[^/.]+",
     seed=r"\d+",
-    group=r"heads_0|ffn_\d+",
 
 
 def code(script):
@@ -92,6 +90,22 @@ def code(script):
 
 def epochs_of(setting):
     return EPOCHS if setting in IMAGE_SETTINGS else LM_EPOCHS
+
+
+def seeds_of(setting):
+    return study.seeds(config, setting)
+
+
+def seed_outputs(template, lm=False, **fields):
+    """An output pattern for every seed of a track's settings ({setting}
+    stays a wildcard): one job writes every seed's file."""
+    return expand(template, seed=LM_SEEDS if lm else SEEDS, allow_missing=True, **fields)
+
+
+def per_seed(template, setting, seeds=None, **fields):
+    """`template` for every seed of `setting` (or of `seeds`)."""
+    return [template.format(setting=setting, seed=s, **fields)
+            for s in (seeds_of(setting) if seeds is None else seeds)]
 
 
 def get_dataset_spec(wildcards):
@@ -117,6 +131,10 @@ def get_expansion(wildcards):
     return SETTINGS[wildcards.setting]["expansions"][wildcards.expansion]
 
 
+def get_expansions(wildcards):
+    return SETTINGS[wildcards.setting]["expansions"]
+
+
 def get_train_hp(wildcards):
     return study.train_hp(config, wildcards.setting)
 
@@ -125,13 +143,17 @@ def get_base(wildcards):
     return study.track(config, wildcards.setting)["base"]
 
 
+def get_seeds(wildcards):
+    return seeds_of(wildcards.setting)
+
+
 def get_metric_batch_size(wildcards):
-    return (config["metric"]["batch_size"] if wildcards.setting in IMAGE_SETTINGS
-            else LM["metric_batch_size"])
+    return study.metric_batch_size(config, wildcards.setting)
 
 
-def get_group(wildcards):
-    return getattr(wildcards, "group", None)
+def get_base_checkpoints(wildcards):
+    """phi* of every seed of the setting."""
+    return per_seed(P.base, wildcards.setting)
 
 
 def run_checkpoints(setting, expansion, seed):
@@ -141,64 +163,39 @@ def run_checkpoints(setting, expansion, seed):
             for e in epochs_of(setting) if e > 0}
 
 
-def get_initial_checkpoints(wildcards):
-    """phi* and every theta^(0) of one seed: the epoch-0 barrier sets."""
-    w = wildcards
-    out = {"base": P.base.format(setting=w.setting, seed=w.seed)}
-    out.update({e: P.expanded.format(setting=w.setting, expansion=e, seed=w.seed)
-                for e in SETTINGS[w.setting]["expansions"]})
-    return out
-
-
 def get_trained_checkpoints(wildcards):
-    """Every candidate's trained checkpoints of one seed, by (expansion, epoch)."""
-    w = wildcards
-    return {(e, epoch): path for e in SETTINGS[w.setting]["expansions"]
-            for epoch, path in run_checkpoints(w.setting, e, w.seed).items()}
+    """Every candidate's trained checkpoints of every seed, by (expansion, seed, epoch)."""
+    s = wildcards.setting
+    return {(e, seed, epoch): path for e in SETTINGS[s]["expansions"] for seed in seeds_of(s)
+            for epoch, path in run_checkpoints(s, e, seed).items()}
 
 
 def get_scratch_checkpoints(wildcards):
-    return {f"epoch{e}": P.scratch.format(setting=wildcards.setting, seed=wildcards.seed,
-                                          epoch=epoch_name(e)) for e in SCRATCH_EPOCHS}
+    return {(seed, e): P.scratch.format(setting=wildcards.setting, seed=seed,
+                                        epoch=epoch_name(e))
+            for seed in seeds_of(wildcards.setting) for e in SCRATCH_EPOCHS}
 
 
-def seeds_of(setting):
-    return study.seeds(config, setting)
-
-
-def barrier_files(setting, group=None):
-    """Every barrier set the metric table of a setting (and group) reads."""
-    initial = P.initial_barriers_group if group else P.initial_barriers
-    trained = P.barriers_group if group else P.barriers
-    return [f.format(setting=setting, seed=s, group=group) for f in (initial, trained)
-            for s in seeds_of(setting)]
+def barrier_files(setting):
+    """Every barrier set the metric table of a setting reads."""
+    return per_seed(P.initial_barriers, setting) + per_seed(P.barriers, setting)
 
 
 def get_setting_barriers(wildcards):
-    return barrier_files(wildcards.setting, get_group(wildcards))
+    return barrier_files(wildcards.setting)
 
 
 def get_initial_barriers(wildcards):
-    return [P.initial_barriers.format(setting=wildcards.setting, seed=s)
-            for s in seeds_of(wildcards.setting)]
+    return per_seed(P.initial_barriers, wildcards.setting)
 
 
 def get_scratch_barriers(wildcards):
-    return [P.scratch_barriers.format(setting=wildcards.setting, seed=s)
-            for s in seeds_of(wildcards.setting)]
+    return per_seed(P.scratch_barriers, wildcards.setting)
 
 
 def get_setting_logs(wildcards):
     return [P.run_log.format(setting=wildcards.setting, expansion=e, seed=s)
             for e in SETTINGS[wildcards.setting]["expansions"] for s in seeds_of(wildcards.setting)]
-
-
-def get_proxy_checkpoints(wildcards):
-    """phi* and every theta^(0) of one setting, for the zero-cost proxies."""
-    s = wildcards.setting
-    return {f"{e}_seed{seed}": (P.base.format(setting=s, seed=seed) if e == "base" else
-                                P.expanded.format(setting=s, expansion=e, seed=seed))
-            for e in ["base", *SETTINGS[s]["expansions"]] for seed in seeds_of(s)}
 
 
 def largest_expansion(setting):
@@ -207,9 +204,8 @@ def largest_expansion(setting):
 
 
 def get_table4_checkpoints(wildcards):
-    """Per setting, its last (largest) expansion right after expansion, first seed."""
-    return {s: P.expanded.format(setting=s, expansion=largest_expansion(s), seed=seeds_of(s)[0])
-            for s in SETTINGS}
+    """Per setting, phi* of its first seed (Table 4 times its largest expansion)."""
+    return {s: P.base.format(setting=s, seed=seeds_of(s)[0]) for s in SETTINGS}
 
 
 def get_table4_data(wildcards):
@@ -219,10 +215,9 @@ def get_table4_data(wildcards):
 def get_figure1_checkpoints(wildcards):
     f1 = FIGURES["figure1"]
     s, T = f1["setting"], config["candidate"]["epochs"]
-    ckpts = {"base": [P.base.format(setting=s, seed=seed) for seed in seeds_of(s)]}
+    ckpts = {"base": per_seed(P.base, s)}
     for e in f1["expansions"]:
-        ckpts[e] = [P.trained.format(setting=s, expansion=e, seed=seed, epoch=epoch_name(T))
-                    for seed in seeds_of(s)]
+        ckpts[e] = per_seed(P.trained, s, expansion=e, epoch=epoch_name(T))
     return ckpts
 
 
@@ -238,7 +233,7 @@ def figure_tables(template, figure):
 def expansion_kinds(figure):
     """Per setting of a figure, its expansions' kinds (Figures 4 and 10 split
     a setting into one column per kind with `by_kind`)."""
-    return {s: {e: spec["kind"] for e, spec in SETTINGS[s]["expansions"].items()}
+    return {s: {e: archs.kind_of(spec) for e, spec in SETTINGS[s]["expansions"].items()}
             for s in figure_settings(figure)}
 
 
@@ -249,16 +244,14 @@ def get_intermediates():
     files = []
     for s in SETTINGS:
         files += barrier_files(s) + [P.proxies.format(setting=s)]
-        for seed in seeds_of(s):
-            files += [P.base.format(setting=s, seed=seed), P.base_log.format(setting=s, seed=seed)]
-            for e in SETTINGS[s]["expansions"]:
+        files += per_seed(P.base, s) + per_seed(P.base_log, s)
+        for e in SETTINGS[s]["expansions"]:
+            for seed in seeds_of(s):
                 files.append(P.expanded.format(setting=s, expansion=e, seed=seed))
                 files.append(P.run_log.format(setting=s, expansion=e, seed=seed))
                 files += run_checkpoints(s, e, seed).values()
         if s in LM_SETTINGS:
             files += get_scratch_barriers(SimpleNamespace(setting=s))
-            for g in LM_GROUPS:
-                files += barrier_files(s, g)
     return sorted(set(files))
 
 
@@ -266,9 +259,8 @@ def get_final_targets():
     targets = get_intermediates()
     for s in SETTINGS:
         targets += [t.format(setting=s) for t in (P.metrics, P.correlations, P.sensitivity,
-                                                   P.ranking, P.ranking_md)]
+                                                   P.ranking, P.ranking_md, P.outcome_md)]
     for s in LM_SETTINGS:
-        targets += [P.metrics_group.format(setting=s, group=g) for g in LM_GROUPS]
         targets.append(P.scratch_metrics.format(setting=s))
     targets += [P.summary, P.table4, P.table4_md]
     for fig in FIGURES:

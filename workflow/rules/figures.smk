@@ -200,8 +200,7 @@ use rule figure6 as figure8 with:
 rule figure11:
     input:
         scratch=figure_tables(P.scratch_metrics, "figure11"),
-        heads=lambda w: [P.metrics_group.format(setting=s, group="heads_0")
-                         for s in figure_settings("figure11")],
+        heads=figure_tables(P.metrics, "figure11"),
     output:
         **figure_outputs("figure11"),
     params:

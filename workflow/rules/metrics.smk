@@ -1,6 +1,12 @@
 # The metric tables stay out of `snakemake --report`: in the HTML a Parquet file is
 # only a download, and these are the big ones (16,000 rows a setting at the paper's
 # size). The small per-setting tables below and the summaries are in it.
+def get_groups(wildcards):
+    """phi*'s first group (M_0's) and its hidden groups (M0_all's)."""
+    base = archs.make(get_model(wildcards))
+    return {"first": archs.first_group(base), "hidden": archs.hidden_groups(base)}
+
+
 rule metrics:
     input:
         barriers=get_setting_barriers,
@@ -10,18 +16,12 @@ rule metrics:
     params:
         q=config["metric"]["q"],
         n=config["metric"]["n"],
+        groups=get_groups,
         code=code("metrics.py"),
     log:
         "logs/metrics/{setting}.log",
     script:
         "../scripts/metrics.py"
-
-
-use rule metrics as metrics_group with:
-    output:
-        P.metrics_group,
-    log:
-        "logs/metrics/{setting}.{group}.log",
 
 
 # Figure 11 (i): the manifold size of a BERT over training from random
@@ -41,16 +41,20 @@ rule scratch_metrics:
         "../scripts/scratch_metrics.py"
 
 
-# Zero-cost proxies and size of phi* and every theta^(0), on the metric's batch.
+# Zero-cost proxies, size and width of phi* and every theta^(0) (expanded
+# here), every seed, on the metric's batch.
 rule proxies:
     input:
-        unpack(get_proxy_checkpoints),
+        base=get_base_checkpoints,
         data=get_dataset_npz,
     output:
         report(P.proxies, caption="../report/proxies.rst", category="Per-setting tables",
                subcategory="{setting}",
-               labels={"table": "size and zero-cost proxies at t = 0, Parquet"}),
+               labels={"table": "size, width and zero-cost proxies at t = 0, Parquet"}),
     params:
+        expansions=get_expansions,
+        train=get_train_hp,
+        seeds=get_seeds,
         batch_size=get_metric_batch_size,
         code=code("proxies.py"),
     log:
@@ -95,9 +99,9 @@ rule correlation_summary:
         "../scripts/correlation_summary.py"
 
 
-# The prediction before training: candidates ranked by M_0, with size and
-# proxies beside it. Needs phi*, every theta^(0), their barrier sets and
-# proxies; no candidate is trained.
+# The prediction before training: candidates ranked by M_0, with size, width
+# and proxies beside it. Needs phi*, its barrier sets and proxies (both expand
+# phi* themselves); no candidate is trained.
 rule ranking:
     input:
         barriers=get_initial_barriers,
@@ -112,11 +116,29 @@ rule ranking:
     params:
         q=config["metric"]["main_q"],
         n=config["metric"]["main_n"],
+        groups=get_groups,
         code=code("ranking.py"),
     log:
         "logs/rankings/{setting}.log",
     script:
         "../scripts/ranking.py"
+
+
+# After training: how the ranking fared against G_T*, and against size and
+# width, the rankings a user gets for free.
+rule ranking_outcome:
+    input:
+        P.correlations,
+    output:
+        report(P.outcome_md, caption="../report/outcome.rst", category="Rankings",
+               subcategory="{setting}",
+               labels={"table": "how the ranking fared after training, Markdown"}),
+    params:
+        code=code("ranking_outcome.py"),
+    log:
+        "logs/rankings/{setting}.outcome.log",
+    script:
+        "../scripts/ranking_outcome.py"
 
 
 rule table4:
@@ -132,8 +154,10 @@ rule table4:
                   labels={"table": "seconds per score, Markdown"}),
     params:
         settings=list(SETTINGS),
+        expansion={s: SETTINGS[s]["expansions"][largest_expansion(s)] for s in SETTINGS},
+        train={s: study.train_hp(config, s) for s in SETTINGS},
         n=config["metric"]["n_max"],
-        batch_size={s: get_metric_batch_size(SimpleNamespace(setting=s)) for s in SETTINGS},
+        batch_size={s: study.metric_batch_size(config, s) for s in SETTINGS},
         chunk=config["metric"].get("chunk"),
         seed={s: seeds_of(s)[0] for s in SETTINGS},
         code=code("table4.py"),

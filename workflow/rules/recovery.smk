@@ -30,13 +30,15 @@ if workflow.is_main_process:
                 logfiles=workflow.logger_manager.get_logfile())
             atexit.register(_recovery.remove_record, _record, os.getpid())
             # Local jobs are this process's children: SIGINT and SIGTERM stop
-            # them within seconds and name them (see Interrupts). Remote
-            # executors keep Snakemake's own handling (on Slurm, Ctrl-C
-            # cancels the jobs with scancel).
+            # them within seconds and name them (see Interrupts). On Slurm,
+            # Ctrl-C cancels the jobs (scancel), and SIGTERM now does the same
+            # (RemoteTerm).
             if _recovery.executor(_args) in _recovery.LOCAL_EXECUTORS:
                 _recovery.Interrupts(
                     os.getcwd(), journal=_recovery.journal_path(_record), log=logger.warning,
                     keep_incomplete=bool(getattr(_args, "keep_incomplete", False)),
                 ).install(logger)
+            else:
+                _recovery.RemoteTerm().install()
     except OSError as e:  # e.g. a read-only .snakemake: Snakemake's own locking still applies
         logger.warning(f"Lock owner bookkeeping skipped: {e}")

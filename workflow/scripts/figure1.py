@@ -3,6 +3,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from manifold_metric import io, plots
+from manifold_metric import plots, tables
 
-plots.save(plots.figure1(io.read_table(snakemake.input[0])), *snakemake.output)
+plots.save(plots.figure1(tables.read_table(snakemake.input[0])), *snakemake.output)

@@ -4,8 +4,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from manifold_metric import io, plots
+from manifold_metric import plots, tables
 
 p, i = snakemake.params, snakemake.input
-rows = [(s, io.read_table(a), io.read_table(b)) for s, a, b in zip(p.settings, i.scratch, i.heads)]
+rows = [(s, tables.read_table(a), tables.read_table(b)) for s, a, b in zip(p.settings, i.scratch, i.heads)]
 plots.save(plots.figure11(rows, p.main_q, p.main_n), *snakemake.output)

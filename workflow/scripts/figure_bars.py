@@ -5,9 +5,9 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 import pandas as pd
 
-from manifold_metric import io, plots
+from manifold_metric import plots, tables
 
 p = snakemake.params
-corr = pd.concat([io.read_table(f) for f in snakemake.input.correlations], ignore_index=True)
-metrics = {s: io.read_table(f) for s, f in zip(p.settings, snakemake.input.metrics)}
+corr = pd.concat([tables.read_table(f) for f in snakemake.input.correlations], ignore_index=True)
+metrics = {s: tables.read_table(f) for s, f in zip(p.settings, snakemake.input.metrics)}
 plots.save(plots.bars(corr, metrics, p.methods), *snakemake.output)

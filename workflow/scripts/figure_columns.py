@@ -4,12 +4,12 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from manifold_metric import io, plots
+from manifold_metric import plots, tables
 
 p = snakemake.params
 panels = []
 for setting, path in zip(p.settings, snakemake.input):
-  table = io.read_table(path)
+  table = tables.read_table(path)
   if not p.by_kind:
     panels.append((setting, table))
     continue

@@ -4,9 +4,9 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from manifold_metric import io, plots
+from manifold_metric import plots, tables
 
 p, i = snakemake.params, snakemake.input
-rows = [(s, io.read_table(m), io.read_table(c))
+rows = [(s, tables.read_table(m), tables.read_table(c))
         for s, m, c in zip(p.settings, i.metrics, i.correlations)]
 plots.save(plots.over_epochs(rows, p.main_q, p.main_n), *snakemake.output)

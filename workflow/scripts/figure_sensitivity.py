@@ -3,6 +3,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from manifold_metric import io, plots
+from manifold_metric import plots, tables
 
-plots.save(plots.sensitivity([io.read_table(f) for f in snakemake.input]), *snakemake.output)
+plots.save(plots.sensitivity([tables.read_table(f) for f in snakemake.input]), *snakemake.output)

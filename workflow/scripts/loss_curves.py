@@ -1,5 +1,5 @@
 """Figure 1's data: the loss along linear paths between consecutive permuted
-minima of phi* and of the widened, trained candidates."""
+minima of phi* and of the widened, trained candidates, every seed."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
@@ -7,7 +7,7 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)
 import numpy as np
 import pandas as pd
 
-from manifold_metric import io, protocol, tracks
+from manifold_metric import barrier_tables, checkpoints, tables, tracks
 
 p = snakemake.params
 ds = tracks.load_dataset(snakemake.input.data)
@@ -15,10 +15,9 @@ rows = []
 for name, paths in snakemake.input.items():
   if name == "data":
     continue
-  for seed, path in zip(p.seeds, paths):
-    arch, variables, _ = io.load_checkpoint(path)
-    rows.append(protocol.loss_curves(arch, variables, ds, seed=seed, pairs=p.pairs,
-                                     alphas=np.linspace(0.0, 1.0, p.alphas),
-                                     batch_size=p.batch_size).assign(model=name, seed=seed))
-    print(f"{name} seed {seed}: width {rows[-1].width.iloc[0]}", file=sys.stderr)
-io.write_table(pd.concat(rows, ignore_index=True), snakemake.output[0])
+  arch, variables, _ = checkpoints.load_stacked(paths)
+  rows.append(barrier_tables.loss_curves(arch, variables, ds, seeds=p.seeds, pairs=p.pairs,
+                                         alphas=np.linspace(0.0, 1.0, p.alphas),
+                                         batch_size=p.batch_size).assign(model=name))
+  print(f"{name}: width {rows[-1].width.iloc[0]}", file=sys.stderr)
+tables.write_table(pd.concat(rows, ignore_index=True), snakemake.output[0])

@@ -1,24 +1,34 @@
-"""Trains one expanded candidate for T epochs, saving the configured epochs."""
+"""One candidate of one setting, every seed in one program: phi* expanded
+into theta^(0) (checked to preserve the validation performance), then
+trained for T epochs, the configured epochs saved."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from manifold_metric import gain, io, protocol, tracks, train
+import pandas as pd
 
-w, p = snakemake.wildcards, snakemake.params
-seed = int(w.seed)
+from manifold_metric import checkpoints, expansion, tables, tracks, train
+
+w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 ds = tracks.load_dataset(snakemake.input.data)
-arch, variables, meta = io.load_checkpoint(snakemake.input.expanded)
-paths = dict(zip(p.save, snakemake.output.checkpoints))
+arch, phi, metas = checkpoints.load_stacked(snakemake.input.base)
+perf = [m["performance"] for m in metas]
+arch, theta = expansion.candidates(arch, phi, p.expansion, p.seeds, ds, p.train, perf,
+                                  f"expansion {w.expansion} of {w.setting}")
+metas = [{**m, "expansion": p.expansion} for m in metas]
+checkpoints.save_seeds(out.expanded, arch, theta, metas)
 
 
-def save(t, v, record):
-  if t in paths:
-    io.save_checkpoint(paths[t], arch, v, {**meta, **record})
+def save(t, variables, records):
+  if t in p.save:
+    paths = [p.template.format(setting=w.setting, expansion=w.expansion, seed=s,
+                               epoch=f"{t:04d}") for s in p.seeds]
+    checkpoints.save_seeds(paths, arch, variables, [{**m, **r} for m, r in zip(metas, records)])
 
 
-_, history = train.fit(arch, variables, ds, hp=p.train, seed=protocol.candidate_seed(seed),
-                       epochs=p.epochs, run=f"{w.setting}/{w.expansion} seed {seed}",
-                       on_epoch=save)
-io.write_table(gain.run_log(history, meta["performance"]).assign(
-    setting=w.setting, expansion=w.expansion, seed=seed), snakemake.output.log)
+_, histories = train.fit(arch, theta, ds, hp=p.train,
+                         seeds=[train.candidate_seed(s) for s in p.seeds], epochs=p.epochs,
+                         run=f"{w.setting}/{w.expansion}", on_epoch=save)
+for seed, history, a, path in zip(p.seeds, histories, perf, out.logs):
+  tables.write_table(pd.DataFrame(train.run_log(history, a)).assign(
+      setting=w.setting, expansion=w.expansion, seed=seed), path)

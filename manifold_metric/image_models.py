@@ -1,24 +1,16 @@
-"""Image models (Flax linen), their neuron groups, and the stem/head split.
+"""Image models (Flax linen) and their neuron groups.
 
-An architecture is plain data, e.g. {"kind": "cnn", "channels": [8, 32],
-"dense": 256, "num_classes": 10}; expansions return a new one. Every model has
+Built from an `archs.MLP`, `archs.CNN` or `archs.ResNet18`. Every model has
 `stem` (the first layer's pre-activation, computed once per barrier set) and
 `head` (the rest), so `__call__ = head o stem`.
 """
 
-import functools
-import json
-from typing import Any, Callable, NamedTuple
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from manifold_metric import archs
 from manifold_metric.permutations import Axis, PermSpec
-
-KINDS = archs.IMAGE_KINDS
 
 
 class MLP(nn.Module):
@@ -127,92 +119,36 @@ class ResNet18(nn.Module):
     return self.head(self.stem(x, train), train)
 
 
-def _check(arch: dict) -> None:
-  kind = arch.get("kind")
-  if kind not in KINDS:
-    raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+def build(arch: archs.Arch) -> nn.Module:
+  """The Flax module of an image architecture."""
+  if arch.num_classes is None:
+    raise ValueError(f"{arch} has no num_classes: see archs.with_data")
+  if isinstance(arch, archs.MLP):
+    return MLP(arch.hidden, arch.num_classes)
+  if isinstance(arch, archs.CNN):
+    return CNN(arch.channels, arch.dense, arch.num_classes)
+  if isinstance(arch, archs.ResNet18):
+    return ResNet18(arch.stages, arch.mids, arch.num_classes)
+  raise ValueError(f"not an image architecture: {arch}")
 
 
-def build(arch: dict) -> nn.Module:
-  _check(arch)
-  k = arch["num_classes"]
-  if arch["kind"] == "mlp":
-    return MLP(tuple(arch["hidden"]), k)
-  if arch["kind"] == "cnn":
-    return CNN(tuple(arch["channels"]), arch["dense"], k)
-  return ResNet18(tuple(arch["stages"]), tuple(tuple(m) for m in arch["mids"]), k)
+def has_batch_norm(arch: archs.Arch) -> bool:
+  return isinstance(arch, archs.ResNet18)
 
 
-def default_arch(kind: str, num_classes: int, **sizes) -> dict:
-  """The paper's shapes (Table 2, `archs.IMAGE_DEFAULTS`), overridable per size key."""
-  if kind not in KINDS:
-    raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
-  return {**archs.sizes({"kind": kind, **sizes}), "num_classes": num_classes}
-
-
-def has_batch_norm(arch: dict) -> bool:
-  return arch["kind"] == "resnet18"
-
-
-def init(arch: dict, key, input_shape) -> dict:
+def init(arch: archs.Arch, key, input_shape) -> dict:
   """Variables for inputs of `input_shape` (one example, NHWC without N)."""
   x = jnp.zeros((1, *input_shape), jnp.float32)
   return dict(build(arch).init(key, x, train=False))
 
 
-def logits(arch: dict, variables, x, train: bool = False):
-  """Logits; with train=True BatchNorm uses the batch's statistics."""
-  return _logits(json.dumps(arch, sort_keys=True), train)(variables, x)
-
-
-@functools.lru_cache(maxsize=None)
-def _logits(arch_json: str, train: bool):
-  arch = json.loads(arch_json)
+def apply(arch: archs.Arch, variables, *args, train: bool = False, method=None):
+  """module.apply; with train=True BatchNorm uses (and updates, discarded
+  here) the batch's statistics."""
   module = build(arch)
   if train and has_batch_norm(arch):
-    return jax.jit(lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"])[0])
-  return jax.jit(lambda v, x: module.apply(v, x, train=train))
-
-
-def cross_entropy(logits_, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits_, labels).mean()
-
-
-class Probe(NamedTuple):
-  """What the barrier engine needs: the loss as head(stem(x)).
-
-  stem(variables, batch) -> z, the permuted layer's pre-activation.
-  head(variables, z, batch) -> mean loss over the batch.
-  BatchNorm models use batch statistics in both, so the statistics of a
-  midpoint model are re-estimated on the batch (as Git Re-Basin resets them).
-  """
-  stem: Callable[[Any, Any], Any]
-  head: Callable[[Any, Any, Any], Any]
-
-
-def probe(arch: dict) -> Probe:
-  """The model's Probe; cached so that jitted users compile once per arch."""
-  return _probe(json.dumps(arch, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=None)
-def _probe(arch_json: str) -> Probe:
-  arch = json.loads(arch_json)
-  module = build(arch)
-  train = has_batch_norm(arch)
-  mutable = ["batch_stats"] if train else False
-
-  def apply(variables, *args, method):
-    out = module.apply(variables, *args, train=train, method=method, mutable=mutable)
-    return out[0] if train else out
-
-  def stem(variables, batch):
-    return apply(variables, batch[0], method="stem")
-
-  def head(variables, z, batch):
-    return cross_entropy(apply(variables, z, method="head"), batch[1])
-
-  return Probe(stem, head)
+    return module.apply(variables, *args, train=True, method=method, mutable=["batch_stats"])[0]
+  return module.apply(variables, *args, train=train, method=method)
 
 
 # ---------------------------------------------------------------- neuron groups
@@ -263,43 +199,30 @@ def _groups(sizes: dict[str, int], *layers) -> dict[str, PermSpec]:
           for i, (g, n) in enumerate(sizes.items())}
 
 
-def neuron_groups(arch: dict) -> dict[str, PermSpec]:
-  """Every permutable (and widenable) neuron group, first layer first.
+def neuron_groups(arch: archs.Arch) -> dict[str, PermSpec]:
+  """Every permutable (and widenable) neuron group, in `arch.groups()` order.
 
   The first group's neurons are the stem's output channels (stem_axis=-1).
   """
-  _check(arch)
-  if arch["kind"] == "mlp":
-    hs = [f"hiddens_{i}" for i in range(len(arch["hidden"]))]
-    return _groups(dict(zip(hs, arch["hidden"])),
-                   *(_dense(h, p, h) for h, p in zip(hs, [None, *hs])),
+  sizes = arch.groups()
+  if isinstance(arch, archs.MLP):
+    hs = list(sizes)
+    return _groups(sizes, *(_dense(h, p, h) for h, p in zip(hs, [None, *hs])),
                    _dense("out", hs[-1], None))
-  if arch["kind"] == "cnn":
-    cs = [f"convs_{i}" for i in range(len(arch["channels"]))]
-    return _groups(dict(zip(cs, arch["channels"])),
-                   *(_conv(c, p, c) + _bias(c, c) for c, p in zip(cs, [None, *cs])),
+  if isinstance(arch, archs.CNN):
+    cs = list(sizes)
+    return _groups(sizes, *(_conv(c, p, c) + _bias(c, c) for c, p in zip(cs, [None, *cs])),
                    _dense("fc", cs[-1], None))  # its outputs are no group (yet)
-  return _resnet_groups(arch)
+  return _resnet_groups(arch, sizes)
 
 
-def _resnet_groups(arch: dict) -> dict[str, PermSpec]:
+def _resnet_groups(arch: archs.ResNet18, sizes: dict[str, int]) -> dict[str, PermSpec]:
   """Stage s's residual stream is group stage_s (stage 0's includes the stem);
   block b's inner channels (conv1 out -> conv2 in) are blocks_b_mid."""
-  blocks = [(s, mid) for s, mids in enumerate(arch["mids"]) for mid in mids]  # (stage, width)
-  reads = [0, *(s for s, _ in blocks)]  # block b reads block b - 1's stream, the head the last
-  # Order: the stem's stream first (first_group), then each stage's inner groups
-  # and its stream (widen_all draws one key per group in this order).
-  sizes = {"stage_0": arch["stages"][0]}
-  for s, width in enumerate(arch["stages"]):
-    sizes |= {f"blocks_{b}_mid": mid for b, (t, mid) in enumerate(blocks) if t == s}
-    sizes |= {f"stage_{s}": width}
+  blocks = [s for s, mids in enumerate(arch.mids) for _ in mids]  # each block's stage
+  reads = [0, *blocks]  # block b reads block b - 1's stream, the head the last
   return _groups(sizes,
                  _conv("stem_conv", None, "stage_0"), _norm("stem_bn", "stage_0"),
                  *(_block(f"blocks_{b}", f"stage_{reads[b]}", f"stage_{s}")
-                   for b, (s, _) in enumerate(blocks)),
+                   for b, s in enumerate(blocks)),
                  _dense("out", f"stage_{reads[-1]}", None))
-
-
-def first_group(arch: dict) -> PermSpec:
-  """The group the metric permutes: the first hidden layer / conv / stem."""
-  return next(iter(neuron_groups(arch).values()))

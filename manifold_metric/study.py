@@ -10,14 +10,13 @@ import JAX.
 import os
 
 from manifold_metric import archs
+from manifold_metric import data
+from manifold_metric.data import FASHION_MNIST_DIR
 
 BUNDLED = "bundled"
 # Data that ships inside the package (see its README per directory).
 BUNDLED_DIRS = {"fashion_mnist": "fashion-mnist", "wikitext": "wikitext-103"}
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 RESERVED = ("base", "initial", "scratch")  # names of files beside the expansions'
-IMAGE_EXPANSIONS = {"widen_first": archs.IMAGE_KINDS, "widen_all": archs.IMAGE_KINDS,
-                    "deepen": ("mlp", "cnn")}
 # Figures that draw language-model settings only, or image settings only.
 LM_FIGURES = ("figure5", "figure11")
 IMAGE_FIGURES = ("figure4", "figure10")
@@ -78,6 +77,12 @@ def track(config: dict, name: str) -> dict:
   return config["lm"] if is_lm_setting(config, name) else config
 
 
+def metric_batch_size(config: dict, name: str) -> int:
+  """Examples (images) or sequences (BERT) in a setting's metric batch."""
+  return config["lm"]["metric_batch_size"] if is_lm_setting(config, name) else \
+      config["metric"]["batch_size"]
+
+
 def train_hp(config: dict, name: str) -> dict:
   """A setting's training hyperparameters: its own `train` entries over its
   track's. Adam has no weight decay, so `weight_decay` is dropped with it."""
@@ -94,37 +99,57 @@ def checkpoint_epochs(candidate: dict) -> list[int]:
   return sorted({0, T} | set(candidate.get("checkpoints", range(0, T + 1, every))))
 
 
-def _check_expansion(key: str, spec: dict, model: dict) -> None:
-  kind, sizes = spec["kind"], archs.sizes(model)
-  if kind == "widen_ffn" and model["kind"] != "bert":
-    raise ConfigError(f"{key}.kind", "widen_ffn widens BERT's FFNs; this setting's model is "
-                      f"{model['kind']}")
-  if kind in IMAGE_EXPANSIONS and model["kind"] not in IMAGE_EXPANSIONS[kind]:
-    raise ConfigError(f"{key}.kind", f"{kind} is defined for {', '.join(IMAGE_EXPANSIONS[kind])} "
-                      f"models, not {model['kind']} (BERT grows with widen_ffn)")
-  allowed = {"widen_first": {"width", "factor"}, "widen_ffn": {"width", "factor"},
-             "widen_all": {"factor"}, "deepen": {"after", "count"}}[kind] | {"kind", "split"}
-  if kind == "deepen":
-    allowed -= {"split"}
-  extra = sorted(set(spec) - allowed)
+# The keys each shorthand and each step takes (besides kind).
+SHORTHAND_KEYS = {"widen_first": {"width", "factor", "split"}, "widen_ffn": {"width", "factor", "split"},
+                  "widen_all": {"factor", "split"}, "deepen": {"after", "count"}}
+STEP_KEYS = {"widen": {"layer", "width", "factor"}, "widen_all": {"factor"},
+             "deepen": {"after", "count"}}
+
+
+def _check_keys(key: str, entry: dict, kind: str, allowed: set) -> None:
+  extra = sorted(set(entry) - allowed - {"kind"})
   if extra:
-    raise ConfigError(f"{key}.{extra[0]}", f"{kind} takes {', '.join(sorted(allowed - {'kind'}))}")
-  if kind in ("widen_first", "widen_ffn"):
-    if ("width" in spec) == ("factor" in spec):
-      raise ConfigError(key, f"{kind} takes exactly one of width and factor")
-    first = archs.first_width(model)
-    if "width" in spec and spec["width"] <= first:
-      raise ConfigError(f"{key}.width", f"{spec['width']} does not widen the base's "
-                        f"{first} neurons")
-  elif kind == "widen_all" and "factor" not in spec:
+    raise ConfigError(f"{key}.{extra[0]}", f"{kind} takes {', '.join(sorted(allowed))}")
+  if kind in ("widen_first", "widen_ffn", "widen") and ("width" in entry) == ("factor" in entry):
+    raise ConfigError(key, f"{kind} takes exactly one of width and factor")
+  if kind == "widen_all" and "factor" not in entry:
     raise ConfigError(f"{key}.factor", "widen_all needs a factor")
-  elif kind == "deepen":
-    layers = len(sizes["hidden" if model["kind"] == "mlp" else "channels"])
-    if "after" not in spec:
-      raise ConfigError(f"{key}.after", "deepen needs the layer to insert after")
-    if not 0 <= spec["after"] < layers:
-      raise ConfigError(f"{key}.after", f"{spec['after']} is outside 0..{layers - 1}, the "
-                        f"base's {layers} layers")
+  if kind == "deepen" and "after" not in entry:
+    raise ConfigError(f"{key}.after", "deepen needs the layer to insert after")
+  if kind == "widen" and "layer" not in entry:
+    raise ConfigError(f"{key}.layer", "widen needs the layer to widen")
+
+
+def _check_expansion(key: str, spec: dict, model: dict) -> None:
+  base = archs.make(model)
+  if "steps" in spec:
+    _check_keys(key, spec, "steps", {"steps", "split"})
+    for i, step in enumerate(spec["steps"]):
+      _check_keys(f"{key}.steps[{i}]", step, step["kind"], STEP_KEYS[step["kind"]])
+  else:
+    kind = spec["kind"]
+    if kind == "widen_ffn" and base.kind != "bert":
+      raise ConfigError(f"{key}.kind", f"widen_ffn widens BERT's FFNs; this setting's model is "
+                        f"{base.kind}")
+    if kind == "deepen" and base.kind not in ("mlp", "cnn"):
+      raise ConfigError(f"{key}.kind", f"deepen is defined for mlp, cnn models, not {base.kind}")
+    _check_keys(key, spec, kind, SHORTHAND_KEYS[kind])
+  current = base
+  for i, step in enumerate(archs.steps(spec, base)):
+    if "steps" in spec:
+      where = f"{key}.steps[{i}]"
+    else:  # a shorthand: the key that sets what does not apply
+      where = f"{key}.{'after' if step['kind'] == 'deepen' else 'width' if 'width' in step else 'factor'}"
+    try:
+      for group, new in archs.step_groups(current, step):
+        if new <= current.groups()[group]:
+          raise ValueError(f"{new} does not widen the base's {current.groups()[group]} neurons "
+                           f"of {group}")
+      current, _ = archs.apply_step(current, step, {})
+    except ValueError as e:
+      raise ConfigError(where, str(e)) from None
+  if "split" in spec and spec["split"] not in archs.SPLITS:
+    raise ConfigError(f"{key}.split", f"expected one of {archs.SPLITS}")
 
 
 def _check_setting(config: dict, name: str, s: dict) -> None:
@@ -135,7 +160,7 @@ def _check_setting(config: dict, name: str, s: dict) -> None:
     raise ConfigError(f"{key}.dataset", f"unknown dataset {s['dataset']!r}; defined are "
                       f"{sorted(config['datasets'])}")
   try:
-    sizes = archs.sizes(s["model"])
+    base = archs.make(s["model"])
   except ValueError as e:
     raise ConfigError(f"{key}.model", str(e)) from None
   lm = s["model"]["kind"] == "bert"
@@ -145,10 +170,7 @@ def _check_setting(config: dict, name: str, s: dict) -> None:
   if lm and "lm" not in config:
     raise ConfigError("lm", f"setting {name} is a BERT: the config needs an lm section "
                       "(its training, epochs and metric batch)")
-  if lm and sizes["hidden"] % sizes["heads"]:
-    raise ConfigError(f"{key}.model", f"hidden {sizes['hidden']} is not a multiple of heads "
-                      f"{sizes['heads']}")
-  if archs.first_width(s["model"]) < 2:
+  if base.groups()[archs.first_group(base)] < 2:
     raise ConfigError(f"{key}.model", "the permuted first layer needs at least 2 neurons")
   for e, spec in s["expansions"].items():
     if e in RESERVED:
@@ -163,6 +185,36 @@ def _check_setting(config: dict, name: str, s: dict) -> None:
     raise ConfigError(f"{key}.train.weight_decay", "AdamW needs a weight_decay")
 
 
+def _train_examples(config: dict, dataset: str) -> int | None:
+  """At most how many training examples (images) or sequences (text) a
+  dataset gives, known without preparing it; None if unknown yet."""
+  spec = config["datasets"][dataset]
+  if spec["source"] == "wikitext":
+    return spec["max_tokens"] // spec["seq_len"] if spec.get("max_tokens") else None
+  return data.max_train_examples(spec["source"], dataset_path(spec, config.get("data_dir", "data")),
+                                 val_fraction=spec.get("val_fraction", 0.2),
+                                 limit=spec.get("limit"))
+
+
+def _check_data_sizes(config: dict) -> None:
+  """Batches the data cannot fill: the metric batch (one batch of training
+  examples, Section 4.2) and BERT's training batch."""
+  for name, s in config["settings"].items():
+    n = _train_examples(config, s["dataset"])
+    if n is None:
+      continue
+    lm = is_lm_setting(config, name)
+    what = "sequences" if lm else "training examples"
+    key = "lm.metric_batch_size" if lm else "metric.batch_size"
+    if metric_batch_size(config, name) > n:
+      raise ConfigError(key, f"{metric_batch_size(config, name)} is more than the {n} {what} "
+                        f"dataset {s['dataset']} gives setting {name}: lower it (the metric "
+                        "batch is one batch of training data)")
+    if lm and train_hp(config, name)["batch_size"] > n:
+      raise ConfigError("lm.train.batch_size", f"{train_hp(config, name)['batch_size']} is "
+                        f"more than the {n} sequences of dataset {s['dataset']}")
+
+
 def _check_figures(config: dict) -> None:
   settings = config["settings"]
   for fig, spec in config["figures"].items():
@@ -174,8 +226,6 @@ def _check_figures(config: dict) -> None:
         raise ConfigError(f"figures.{fig}", f"{fig} draws BERT settings; {name} is not one")
       if fig in IMAGE_FIGURES + ("figure1",) and is_lm_setting(config, name):
         raise ConfigError(f"figures.{fig}", f"{fig} draws image settings; {name} is BERT")
-    if fig == "figure11" and "heads_0" not in config.get("lm", {}).get("groups", []):
-      raise ConfigError("lm.groups", "figure11 (ii) permutes attention heads: add heads_0")
     for e in spec.get("expansions", []):
       if e not in settings[spec["setting"]]["expansions"]:
         raise ConfigError(f"figures.{fig}.expansions", f"unknown expansion {e!r} of "
@@ -185,7 +235,8 @@ def _check_figures(config: dict) -> None:
 def check(config: dict) -> None:
   """Raises ConfigError naming the key of the first mistake the JSON schema
   cannot see: cross-key references, sizes an expansion must exceed, layer
-  indices, optimizer options, and figures that cannot be drawn.
+  indices, optimizer options, batches larger than the data, and figures that
+  cannot be drawn.
 
   Args:
     config: the workflow's config, already validated against the schema
@@ -208,9 +259,5 @@ def check(config: dict) -> None:
                           f"{section['epochs']}")
   for name, s in config["settings"].items():
     _check_setting(config, name, s)
-  lm_layers = [archs.sizes(s["model"])["layers"] for s in config["settings"].values()
-               if s["model"]["kind"] == "bert"]
-  for group in config.get("lm", {}).get("groups", []):
-    if group.startswith("ffn_") and any(int(group[4:]) >= n for n in lm_layers):
-      raise ConfigError("lm.groups", f"{group}: a BERT setting has only {min(lm_layers)} layers")
+  _check_data_sizes(config)
   _check_figures(config)

@@ -1,15 +1,16 @@
-"""config.check: every branch rejects its mistake naming the key, and the
+"""study.check: every branch rejects its mistake naming the key, and the
 project's own configs pass; the derived values (optimizer per setting,
 dataset directories, checkpoint epochs)."""
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from manifold_metric import config
+from manifold_metric import study
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = yaml.safe_load((ROOT / "tests" / "workflow_config.yaml").read_text())
@@ -23,15 +24,15 @@ def changed(change):
 
 
 def rejects(change, key: str, text: str = ""):
-  with pytest.raises(config.ConfigError, match=r"^config key " + key.replace(".", r"\.")) as e:
-    config.check(changed(change))
+  with pytest.raises(study.ConfigError, match=r"^config key " + re.escape(key)) as e:
+    study.check(changed(change))
   assert text in str(e.value), str(e.value)
 
 
 @pytest.mark.parametrize("path", ["config/config.yaml", "config/paper.yaml",
                                   "tests/workflow_config.yaml"])
 def test_the_projects_configs_pass(path):
-  config.check(yaml.safe_load((ROOT / path).read_text()))
+  study.check(yaml.safe_load((ROOT / path).read_text()))
 
 
 def test_n_above_n_max():
@@ -91,13 +92,20 @@ def test_reserved_expansion_names():
 def test_expansion_kind_of_another_track():
   rejects(lambda c: c["settings"][IMG]["expansions"].update(
       x2={"kind": "widen_ffn", "factor": 2}), f"settings.{IMG}.expansions.x2.kind")
-  rejects(lambda c: c["settings"][LM]["expansions"].update(
-      f96={"kind": "widen_first", "width": 96}), f"settings.{LM}.expansions.f96.kind")
   rejects(lambda c: c["settings"].update(r={"dataset": "digits", "model": {"kind": "resnet18"},
                                              "expansions": {"d": {"kind": "deepen", "after": 0},
                                                             "e": {"kind": "widen_all",
                                                                   "factor": 2}}}),
           "settings.r.expansions.d.kind", "mlp, cnn")
+
+
+def test_warmup_in_an_image_setting_runs():
+  """The schema takes warmup in any train section; the image trainer builds
+  its schedule over the run's steps like BERT's (it failed at job time)."""
+  from manifold_metric import train
+  study.check(changed(lambda c: c["train"].update(warmup=10)))
+  hp = study.train_hp(changed(lambda c: c["train"].update(warmup=10)), IMG)
+  train.optimizer(hp, total_steps=100)
 
 
 def test_width_and_factor_both_or_neither():
@@ -113,7 +121,27 @@ def test_width_that_does_not_widen():
       x2={"kind": "widen_first", "width": 8}), f"settings.{IMG}.expansions.x2.width",
       "does not widen the base's 8")
   rejects(lambda c: c["settings"][LM]["expansions"].update(
-      f96={"kind": "widen_ffn", "width": 32}), f"settings.{LM}.expansions.f96.width")
+      f96={"kind": "widen_ffn", "width": 32}), f"settings.{LM}.expansions.f96.width",
+      "smaller than the current 64")
+  rejects(lambda c: c["settings"][IMG]["expansions"].update(
+      x2={"steps": [{"kind": "widen", "layer": 0, "width": 12},
+                    {"kind": "widen", "layer": 0, "width": 12}]}),
+      f"settings.{IMG}.expansions.x2.steps[1]", "does not widen the base's 12")
+
+
+def test_steps_name_their_mistake():
+  rejects(lambda c: c["settings"][IMG]["expansions"].update(
+      x2={"steps": [{"kind": "widen", "width": 12}]}),
+      f"settings.{IMG}.expansions.x2.steps[0].layer", "needs the layer")
+  rejects(lambda c: c["settings"][IMG]["expansions"].update(
+      x2={"steps": [{"kind": "widen", "layer": 1, "width": 12}]}),
+      f"settings.{IMG}.expansions.x2.steps[0]", "layer 1 is outside 0..0")
+  rejects(lambda c: c["settings"][IMG]["expansions"].update(
+      x2={"steps": [{"kind": "deepen", "after": 0, "layer": 0}]}),
+      f"settings.{IMG}.expansions.x2.steps[0].layer", "deepen takes after, count")
+  # A step after a deepening sees the deepened model: layer 1 is the new one.
+  study.check(changed(lambda c: c["settings"][IMG]["expansions"].update(
+      x2={"steps": [{"kind": "deepen", "after": 0}, {"kind": "widen", "layer": 1, "width": 9}]})))
 
 
 def test_keys_an_expansion_does_not_take():
@@ -138,8 +166,14 @@ def test_adam_with_weight_decay_and_adamw_without():
           f"settings.{IMG}.train.weight_decay", "AdamW needs")
 
 
-def test_lm_groups_beyond_the_layers():
-  rejects(lambda c: c["lm"].update(groups=["heads_0", "ffn_5"]), "lm.groups", "ffn_5")
+def test_batches_larger_than_the_data():
+  # digits: 1437 training images (1797, 20% to validation).
+  rejects(lambda c: c["metric"].update(batch_size=100000), "metric.batch_size",
+          "100000 is more than the 1442 training examples dataset digits")
+  # wikitext: 6000 tokens in sequences of 32.
+  rejects(lambda c: c["lm"].update(metric_batch_size=200), "lm.metric_batch_size",
+          "200 is more than the 187 sequences")
+  rejects(lambda c: c["lm"]["train"].update(batch_size=500), "lm.train.batch_size")
 
 
 def test_figures():
@@ -151,37 +185,36 @@ def test_figures():
           "draws image settings")
   rejects(lambda c: c["figures"]["figure1"].update(expansions=["x9"]),
           "figures.figure1.expansions", "unknown expansion 'x9'")
-  rejects(lambda c: c["lm"].update(groups=[]), "lm.groups", "heads_0")
 
 
 def test_train_hp_per_setting():
   cfg = changed(lambda c: c["settings"][IMG].update(train={"optimizer": "adam", "lr": 0.01}))
-  hp = config.train_hp(cfg, IMG)
+  hp = study.train_hp(cfg, IMG)
   assert hp["optimizer"] == "adam" and hp["lr"] == 0.01 and "weight_decay" not in hp
   assert hp["batch_size"] == SMALL["train"]["batch_size"]  # the track's default
-  assert config.train_hp(cfg, LM) == SMALL["lm"]["train"]
-  assert config.train_hp(SMALL, IMG) == SMALL["train"]
+  assert study.train_hp(cfg, LM) == SMALL["lm"]["train"]
+  assert study.train_hp(SMALL, IMG) == SMALL["train"]
 
 
 def test_dataset_path():
-  assert config.dataset_path({"source": "digits"}) is None
-  assert config.dataset_path({"source": "fashion_mnist"}) == config.FASHION_MNIST_DIR
-  assert config.dataset_path({"source": "cifar10"}, "d") == "d"
-  assert config.dataset_path({"source": "wikitext"}, "d") == os.path.join("d", "wikitext-103")
-  assert config.dataset_path({"source": "cifar10", "path": "x"}, "d") == "x"
-  bundled = config.dataset_path({"source": "wikitext", "path": "bundled"})
+  assert study.dataset_path({"source": "digits"}) is None
+  assert study.dataset_path({"source": "fashion_mnist"}) == study.FASHION_MNIST_DIR
+  assert study.dataset_path({"source": "cifar10"}, "d") == "d"
+  assert study.dataset_path({"source": "wikitext"}, "d") == os.path.join("d", "wikitext-103")
+  assert study.dataset_path({"source": "cifar10", "path": "x"}, "d") == "x"
+  bundled = study.dataset_path({"source": "wikitext", "path": "bundled"})
   assert sorted(os.listdir(bundled)) == ["README.md", "wiki.test.tokens.xz",
                                          "wiki.valid.tokens.xz"]
   with pytest.raises(ValueError, match="bundled are"):
-    config.dataset_path({"source": "cifar10", "path": "bundled"})
+    study.dataset_path({"source": "cifar10", "path": "bundled"})
 
 
 def test_checkpoint_epochs_keep_0_and_T():
-  assert config.checkpoint_epochs({"epochs": 10, "checkpoints": [2, 5]}) == [0, 2, 5, 10]
-  assert config.checkpoint_epochs({"epochs": 4, "checkpoint_every": 2}) == [0, 2, 4]
+  assert study.checkpoint_epochs({"epochs": 10, "checkpoints": [2, 5]}) == [0, 2, 5, 10]
+  assert study.checkpoint_epochs({"epochs": 4, "checkpoint_every": 2}) == [0, 2, 4]
 
 
 def test_seeds_of_a_setting_default_to_the_study_and_lm_seeds_override_them():
-  assert config.seeds(SMALL, IMG) == config.seeds(SMALL, LM) == SMALL["seeds"]
+  assert study.seeds(SMALL, IMG) == study.seeds(SMALL, LM) == SMALL["seeds"]
   cfg = changed(lambda c: c["lm"].update(seeds=[7]))
-  assert config.seeds(cfg, LM) == [7] and config.seeds(cfg, IMG) == SMALL["seeds"]
+  assert study.seeds(cfg, LM) == [7] and study.seeds(cfg, IMG) == SMALL["seeds"]

@@ -1,0 +1,41 @@
+"""The probe: a model's loss split where a neuron group lives, as the barrier
+engine and the proxies evaluate it.
+
+stem(variables, batch) -> z, the pre-activation that carries the group (or,
+for groups the stem does not carry, the first layer's); head(variables, z,
+batch) -> the mean loss over the batch, so loss = head(stem(x)). BatchNorm
+models use batch statistics in both, so the statistics of a midpoint model are
+re-estimated on the batch (as Git Re-Basin resets them).
+"""
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+from manifold_metric import archs, tracks
+from manifold_metric.permutations import PermSpec
+
+
+class Probe(NamedTuple):
+  stem: Callable[[Any, Any], Any]
+  head: Callable[[Any, Any, Any], Any]
+
+  def loss(self, variables, batch):
+    return self.head(variables, self.stem(variables, batch), batch)
+
+
+@functools.lru_cache(maxsize=None)
+def probe(arch: archs.Arch, group: str | None = None) -> Probe:
+  """The probe of a neuron group (None: the metric's, the first group);
+  cached, so that jitted users compile once per (arch, group)."""
+  group = group or archs.first_group(arch)
+  track = tracks.of(arch)
+  return Probe(track.stem(arch, group), track.head(arch, group))
+
+
+def spec(arch: archs.Arch, group: str | None = None) -> PermSpec:
+  """The group's permutation spec, whose stem_axis matches `probe(arch, group)`."""
+  group = group or archs.first_group(arch)
+  groups = tracks.of(arch).neuron_groups(arch)
+  if group not in groups:
+    raise ValueError(f"{arch.kind} has no neuron group {group!r}; it has {list(groups)}")
+  return groups[group]
