@@ -42,5 +42,6 @@ def check(root) -> tuple[int, list[str]]:
         reader(path)
       except InputError as e:
         bad.append(str(e))
-      print(f"checked {checked}: {path}", file=sys.stderr, flush=True)
+      if checked % 200 == 0:
+        print(f"{checked} files checked ({path})", file=sys.stderr, flush=True)
   return checked, bad

@@ -2,6 +2,7 @@
 diverging training fail with a message naming the file, key or run. (A
 workflow interrupted mid-job: tests/test_signals.py.)"""
 
+import os
 import re
 import shutil
 import subprocess
@@ -74,8 +75,8 @@ def test_failed_log_is_shown_in_the_terminal(slow_study, tmp_path):
   (p / base).write_bytes(data[:len(data) // 2])  # newer now: its dependants rerun
   # Without --show-failed-logs: profiles/default sets it.
   out = failed(snakemake(p, f"results/expanded/{S}/x2/seed0.msgpack"))
-  assert "Error in rule expand_candidate" in out
-  log = f"logs/expanded/{S}/x2/seed0.log"
+  assert "Error in rule train_candidate" in out
+  log = f"logs/checkpoints/{S}/x2.log"
   assert f"Logfile {log}:" in out
   lines = (p / log).read_text().splitlines()
   assert lines and all(line in out for line in lines[-3:])  # the error, in the terminal
@@ -88,7 +89,7 @@ def test_truncated_checkpoint_is_named(study, tmp_path):
   data = (p / base).read_bytes()
   (p / base).write_bytes(data[:len(data) // 2])  # newer now: its dependants rerun
   out = failed(snakemake(p, "--show-failed-logs", f"results/expanded/{S}/x2/seed0.msgpack"))
-  assert "Error in rule expand_candidate" in out
+  assert "Error in rule train_candidate" in out
   assert f"checkpoint {base} is truncated or corrupt" in out
   assert not (p / f"results/expanded/{S}/x2/seed0.msgpack").exists()
 
@@ -122,8 +123,8 @@ def test_corrupt_table_is_named(study, tmp_path):
                  f"config key settings.{S}.expansions.x2: widen_first takes exactly one of "
                  "width and factor", id="width-and-factor"),
     pytest.param(lambda c: c["settings"][S]["expansions"].update(
-        x2={"kind": "deepen", "after": 3}), f"config key settings.{S}.expansions.x2.after: 3 is "
-        "outside 0..0", id="deepen-after-out-of-range"),
+        x2={"kind": "deepen", "after": 3}), f"config key settings.{S}.expansions.x2.after: deepen after 3 "
+        "is outside 0..0", id="deepen-after-out-of-range"),
     pytest.param(lambda c: c["settings"].update({"a.b": c["settings"].pop(S)}),
                  "'a.b' does not match", id="setting-name-with-dot"),
     pytest.param(lambda c: c["settings"][S].update(model={"kind": "cnn", "hidden": [8]}),
@@ -131,6 +132,13 @@ def test_corrupt_table_is_named(study, tmp_path):
                  id="keys-of-another-kind"),
     pytest.param(lambda c: c.pop("lm"), "config key lm: setting wikitext-bert is a BERT: the "
                  "config needs an lm section", id="bert-without-lm"),
+    # What the data cannot give: digits has 1,437 training images.
+    pytest.param(lambda c: c["metric"].update(batch_size=100000),
+                 "config key metric.batch_size: 100000 is more than the 1442 training examples",
+                 id="metric-batch-larger-than-the-data"),
+    pytest.param(lambda c: c["lm"].update(metric_batch_size=500),
+                 "config key lm.metric_batch_size: 500 is more than the 187 sequences",
+                 id="bert-metric-batch-larger-than-the-data"),
 ])
 def test_invalid_config_is_rejected_before_any_job(tmp_path, change, message):
   cfg = yaml.safe_load(config())
@@ -162,3 +170,26 @@ def test_a_run_that_is_not_learning_fails_naming_the_run(tmp_path, lr, reason):
   assert not (p / f"results/base/{S}/seed0.msgpack").exists()
   for d in ("expanded", "checkpoints", "barriers", "metrics"):
     assert not (p / "results" / d).exists()
+
+
+def test_verify_names_every_damaged_file_whatever_its_time(study, tmp_path):
+  """`snakemake verify` loads every checkpoint, table, dataset and vocabulary;
+  a file damaged in place keeping its time (which Snakemake cannot see) is
+  named, one of each kind."""
+  p = copy(study, tmp_path)
+  ok(snakemake(p, "verify"))
+  damaged = [f"results/base/{S}/seed0.msgpack", f"results/barriers/{S}/trained/seed0.parquet",
+             "results/data/digits.npz", f"results/metrics/{S}.parquet"]
+  for name in damaged:
+    path = p / name
+    times = path.stat()
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+  assert "Nothing to be done" in ok(snakemake(p, METRICS))  # Snakemake sees nothing wrong
+  out = failed(snakemake(p, "verify"))
+  assert "4 of " in out
+  named = [line for line in out.splitlines() if "truncated or" in line or "not a readable" in line]
+  for name in damaged:
+    assert any(name in line for line in named), (name, named)
+  assert not any("initial/seed0.parquet" in line for line in named)  # intact files pass
