@@ -85,7 +85,8 @@ def test_outputs_are_grouped_by_figure_setting_and_table(built):
     [sub] = [s for s in figures if s.startswith(f"Figure {number}: ")]
     assert figures[sub] == [f"results/figures/{fig}.png"]
   assert {s: sorted(v) for s, v in categories["Rankings"].items()} == {
-      s: [f"results/rankings/{s}.md", f"results/rankings/{s}.parquet"] for s in settings}
+      s: [f"results/rankings/{s}.md", f"results/rankings/{s}.outcome.md",
+          f"results/rankings/{s}.parquet"] for s in settings}
   assert {s: sorted(v) for s, v in categories["Per-setting tables"].items()} == {
       s: sorted(f"results/{kind}/{s}.parquet" for kind in ("correlations", "proxies",
                                                            "sensitivity"))
@@ -121,13 +122,16 @@ def test_every_result_has_its_caption_rendered(built):
   table4 = results["results/tables/table4.md"]["caption"]
   assert "| synflow" in table4 and "SynFlow" in table4
   bars = results["results/figures/figure2.png"]["caption"]
-  assert "95% t-interval" in bars and "undefined" in bars and "k/n" in bars
+  assert "95% percentile-bootstrap interval" in bars and "undefined" in bars and "k/n" in bars
+  assert "width" in bars and "size" in bars
+  outcome = results[f"results/rankings/{s}.outcome.md"]["caption"]
+  assert "tau - tau(size)" in outcome and "tau - tau(width)" in outcome  # the page, included
   # Every caption file is some output's caption.
   files = {f.stem for f in CAPTIONS.glob("*.rst")} - {"workflow"}
-  assert files == set(config["figures"]) | {"ranking", "table4", "correlation_summary",
+  assert files == set(config["figures"]) | {"ranking", "outcome", "table4", "correlation_summary",
                                             "correlations", "sensitivity", "proxies"}
   desc = script_var(html, "workflow_desc")
-  assert "Where to start" in desc and "size baseline" in desc
+  assert "Where to start" in desc and "free baselines" in desc
   assert "system-message" not in desc and "{{" not in desc
   for s in config["settings"]:
     assert s in desc

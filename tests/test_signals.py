@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from manifold_metric import io
+from manifold_metric import checkpoints
 from tests import workflow
 from tests.workflow import ENV, SMALL_CONFIG, SNAKEMAKE, make_project
 
@@ -33,7 +33,7 @@ S = "digits-mlp"
 RUN = {e: f"results/checkpoints/{S}/{e}/seed0" for e in ("x2", "x3")}
 TABLE = {e: f"{run}/log.parquet" for e, run in RUN.items()}
 OUTPUTS = {"epoch0020.msgpack", "epoch3000.msgpack", "log.parquet"}
-EXPANDED_X3 = f"results/expanded/{S}/x3/seed0.msgpack"
+INITIAL = f"results/barriers/{S}/initial/seed0.parquet"  # a job of seconds
 PAST_20 = r"epoch (2[1-9]|[3-9]\d|\d{3,4})/3000"  # epoch0020.msgpack was written
 EXIT_WITHIN = 10  # seconds from the signal to snakemake's exit, on 2 busy cores
 
@@ -145,10 +145,10 @@ def job_stats(out: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
-  """A clean, uninterrupted run of both candidates (x2, x3)."""
+  """A clean, uninterrupted run of both candidates (x2, x3) and the barrier sets at t = 0."""
   p = make_project(tmp_path_factory.mktemp("clean"),
                    config(candidate={"epochs": 3000, "checkpoints": [20]}))
-  ok(snakemake(p, *TABLE.values()))
+  ok(snakemake(p, *TABLE.values(), INITIAL))
   return p
 
 
@@ -175,8 +175,8 @@ def assert_same_run(p: Path, clean: Path, expansion: str, rebuilt_after: float |
   pd.testing.assert_frame_equal(pd.read_parquet(p / TABLE[expansion]),
                                 pd.read_parquet(clean / TABLE[expansion]))
   for name in OUTPUTS - {"log.parquet"}:
-    _, got, _ = io.load_checkpoint(p / run / name)
-    _, want, _ = io.load_checkpoint(clean / run / name)
+    _, got, _ = checkpoints.load_checkpoint(p / run / name)
+    _, want, _ = checkpoints.load_checkpoint(clean / run / name)
     jax.tree.map(np.testing.assert_array_equal, got, want)
   assert {f.name for f in (p / run).iterdir() if not f.name.startswith(".")} == OUTPUTS
   assert all(f.name.endswith(".tmp") for f in (p / run).iterdir() if f.name.startswith("."))
@@ -219,15 +219,15 @@ def send_sigterm(proc):
 ], ids=["sigint-to-snakemake", "sigterm-to-snakemake", "ctrl-c-to-the-group"])
 def test_a_signal_stops_the_running_job_and_the_same_command_redoes_only_it(
     clean, tmp_path, send, name):
-  # Two jobs: a short one (x3's expansion), complete when the signal comes,
-  # and x2's training, mid-way.
-  p = copy_without(clean, tmp_path, RUN["x2"], EXPANDED_X3)
-  targets = (TABLE["x2"], EXPANDED_X3)
+  # Two jobs: a short one (the barrier sets at t = 0), complete when the
+  # signal comes, and x2's training, mid-way.
+  p = copy_without(clean, tmp_path, RUN["x2"], INITIAL)
+  targets = (TABLE["x2"], INITIAL)
   proc = start(p, *targets)
-  wait_until(p, proc, "x2 trained past epoch 20 with x3 expanded",
+  wait_until(p, proc, "x2 trained past epoch 20 with the barrier sets done",
              lambda: trained_past_20(p, "x2") and
              re.search(r"^1 of 2 steps", (p / "run.out").read_text(), re.M))
-  expanded = (p / EXPANDED_X3).stat().st_mtime
+  initial = (p / INITIAL).stat().st_mtime
   assert (p / RUN["x2"] / "epoch0020.msgpack").exists()
   sent = time.time()
   send(proc)
@@ -250,8 +250,8 @@ def test_a_signal_stops_the_running_job_and_the_same_command_redoes_only_it(
   out = resume(p, *targets)
   assert job_stats(out) == {"train_candidate": 1}, out  # the stopped job only
   assert_same_run(p, clean, "x2", rebuilt_after=sent)
-  assert (p / EXPANDED_X3).stat().st_mtime == expanded  # the completed job's output is kept
-  assert (p / EXPANDED_X3).read_bytes() == (clean / EXPANDED_X3).read_bytes()
+  assert (p / INITIAL).stat().st_mtime == initial  # the completed job's output is kept
+  pd.testing.assert_frame_equal(pd.read_parquet(p / INITIAL), pd.read_parquet(clean / INITIAL))
 
 
 @pytest.mark.slow  # test_sigkill_..._keeps_an_orphan_that_finished... covers it too
@@ -273,7 +273,7 @@ def test_sigkill_of_snakemake_orphans_its_job_and_the_same_command_stops_and_red
   assert all(running(pid) for pid in orphans) and locks(p)
   saved = sorted((p / RUN["x2"]).glob("epoch*.msgpack"))
   assert [f.name for f in saved] == ["epoch0020.msgpack"]
-  io.load_checkpoint(saved[0])  # Written atomically: what has an output's name is complete.
+  checkpoints.load_checkpoint(saved[0])  # Written atomically: what has an output's name is complete.
   # A dry run says what the next run will do, and does nothing.
   out = ok(snakemake(p, "-n", TABLE["x2"]))
   assert f"local snakemake pid {killed.pid} on " in out and "dry run" in out
@@ -317,7 +317,7 @@ def test_sigkill_of_snakemake_keeps_an_orphan_that_finished_and_redoes_one_that_
   assert running(frozen.pid) and running(finishing.pid) and locks(p)
   saved = sorted((p / RUN["x3"]).glob("epoch*.msgpack"))
   assert [f.name for f in saved] == ["epoch0020.msgpack"]
-  io.load_checkpoint(saved[0])  # Written atomically: what has an output's name is complete.
+  checkpoints.load_checkpoint(saved[0])  # Written atomically: what has an output's name is complete.
   deadline = time.time() + 120
   while running(finishing.pid):
     assert time.time() < deadline, "x2's orphan did not finish"
