@@ -232,6 +232,7 @@ def _resolution(probe: Probe, variables, z, batch, loss, eps=None):
   return RESOLUTION * eps * (jnp.abs(loss) + sensitivity)
 
 
+@functools.partial(jax.jit, static_argnames="probe")
 def resolution(probe: Probe, variables, batch, eps=None):
   """tau of `variables` on `batch`: `barrier_sets` reports barriers <= tau as 0."""
   z = probe.stem(variables, batch)

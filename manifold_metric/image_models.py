@@ -121,15 +121,15 @@ class ResNet18(nn.Module):
 
 def build(arch: archs.Arch) -> nn.Module:
   """The Flax module of an image architecture."""
+  if not isinstance(arch, (archs.MLP, archs.CNN, archs.ResNet18)):
+    raise ValueError(f"not an image architecture: {arch}")
   if arch.num_classes is None:
     raise ValueError(f"{arch} has no num_classes: see archs.with_data")
   if isinstance(arch, archs.MLP):
     return MLP(arch.hidden, arch.num_classes)
   if isinstance(arch, archs.CNN):
     return CNN(arch.channels, arch.dense, arch.num_classes)
-  if isinstance(arch, archs.ResNet18):
-    return ResNet18(arch.stages, arch.mids, arch.num_classes)
-  raise ValueError(f"not an image architecture: {arch}")
+  return ResNet18(arch.stages, arch.mids, arch.num_classes)
 
 
 def has_batch_norm(arch: archs.Arch) -> bool:

@@ -23,11 +23,14 @@ class Probe(NamedTuple):
     return self.head(variables, self.stem(variables, batch), batch)
 
 
-@functools.lru_cache(maxsize=None)
 def probe(arch: archs.Arch, group: str | None = None) -> Probe:
   """The probe of a neuron group (None: the metric's, the first group);
   cached, so that jitted users compile once per (arch, group)."""
-  group = group or archs.first_group(arch)
+  return _probe(arch, group or archs.first_group(arch))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(arch: archs.Arch, group: str) -> Probe:
   track = tracks.of(arch)
   return Probe(track.stem(arch, group), track.head(arch, group))
 

@@ -3,8 +3,8 @@
 Node 0 is the identity; node i + 1 is node i with ceil(log2 l) transpositions
 of two distinct neurons, pairs drawn with replacement. Drawn with
 replacement, an even number of transpositions can undo itself (two draws of
-the same pair): for l = 3 or 4 (2 transpositions) one step in six is the
-identity, whose barrier is exactly 0 and which counts as an edge at any
+the same pair): with 2 transpositions one step in three is the identity for
+l = 3, one in six for l = 4, whose barrier is exactly 0 and which counts as an edge at any
 threshold. The "nonidentity" walk redraws such a step until it moves (and
 is otherwise the same walk, step for step), so that m counts connectivity,
 not the walk's own repeats. The paper's walk is the default.

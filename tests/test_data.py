@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from manifold_metric import config, data
-from manifold_metric.io import InputError
+from manifold_metric import data, study
+from manifold_metric.files import InputError
 
 # The real subset shipped with the package (Debian's full copy is optional).
-FASHION = config.bundled_dir("fashion_mnist")
+FASHION = study.bundled_dir("fashion_mnist")
 DEBIAN = data.FASHION_MNIST_DIR
 
 
@@ -116,7 +116,7 @@ def test_fashion_mnist_default_is_debians_package(monkeypatch, tmp_path):
   subset is its first 20,000 training examples. Without the package the
   error says to install it (or use the bundled subset); with the directory
   present but broken, to reinstall it."""
-  assert config.dataset_path({"source": "fashion_mnist"}) == DEBIAN
+  assert study.dataset_path({"source": "fashion_mnist"}) == DEBIAN
   if os.path.exists(os.path.join(DEBIAN, "train-images-idx3-ubyte.gz")):
     full = data.read_idx(os.path.join(DEBIAN, "train-images-idx3-ubyte.gz"), 3)
     assert full.shape == (60000, 28, 28)

@@ -1,55 +1,177 @@
+"""Net2Net expansions: every step kind, and sequences of them, preserve the
+function of MLPs, CNNs, ResNet18 and BERT; one model per seed; replication
+and division; and identity layers leave the barriers of every group alone."""
+
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
-from manifold_metric import expansion, models, permutations
+from manifold_metric import (archs, barrier, bert, expansion, image_models, permutations, probe,
+                             walks)
 
-SMALL_RESNET = {"stages": [8, 16, 16, 32], "mids": [[8, 8], [16, 16], [16, 16], [32, 32]]}
-X = jax.random.normal(jax.random.key(1), (16, 8, 8, 3))
-Y = jax.random.randint(jax.random.key(2), (16,), 0, 10)
+X = np.asarray(jax.random.normal(jax.random.key(1), (8, 8, 8, 3)))
+IDS = np.asarray(jax.random.randint(jax.random.key(2), (4, 12), 3, 50))
+BERT_ARCH = archs.BERT(layers=2, hidden=16, heads=2, ffn=(24, 20), vocab_size=50, max_len=16)
+# One block per stage (halves compile time); stages 1-3 still project.
+SMALL_RESNET = {"stages": [8, 16, 16, 32], "mids": [[8], [16], [16], [32]]}
+# Every step kind, in sequences too, on each model (the BERT cases are below).
 CASES = [
-    ("mlp", {}, {"kind": "widen_first", "factor": 2}),
-    ("mlp", {}, {"kind": "widen_first", "width": 33}),
-    ("mlp", {"hidden": [20, 12]}, {"kind": "widen_all", "factor": 1.5}),
+    ("mlp", {"hidden": [8, 6, 5]}, {"steps": [{"kind": "widen", "layer": 0, "width": 12},
+                                              {"kind": "deepen", "after": 1, "count": 1},
+                                              {"kind": "widen", "layer": 1, "factor": 2},
+                                              {"kind": "widen_all", "factor": 1.25}]}),
     ("mlp", {}, {"kind": "deepen", "after": 0, "count": 2}),
-    ("cnn", {}, {"kind": "widen_first", "width": 24}),
-    ("cnn", {"channels": [8]}, {"kind": "widen_first", "factor": 3}),
-    ("cnn", {"channels": [16, 64, 64, 64]}, {"kind": "widen_all", "factor": 1.25}),
-    ("cnn", {"channels": [16, 64, 64, 64]}, {"kind": "deepen", "after": 2, "count": 2}),
-    ("cnn", {}, {"kind": "widen_first", "width": 24, "split": "uniform"}),
-    ("resnet18", SMALL_RESNET, {"kind": "widen_first", "factor": 2}),
-    ("resnet18", SMALL_RESNET, {"kind": "widen_all", "factor": 1.5}),
+    ("cnn", {"channels": [8]}, {"kind": "widen_first", "factor": 3}),  # fc reads pixels x channels
+    ("cnn", {"channels": [8, 16]}, {"kind": "deepen", "after": 1}),  # after the last conv
+    ("cnn", {"channels": [8, 16]}, {"steps": [{"kind": "deepen", "after": 0, "count": 1},
+                                              {"kind": "widen", "layer": 1, "width": 12},
+                                              {"kind": "widen_all", "factor": 1.5}],
+                                    "split": "uniform"}),
+    ("resnet18", SMALL_RESNET, {"kind": "widen_all", "factor": 1.5}),  # every stream and block
 ]
 
 
-def _model(kind, sizes):
-  arch = models.default_arch(kind, 10, **sizes)
-  v = models.init(arch, jax.random.key(0), X.shape[1:])
-  if "batch_stats" in v:
-    v["batch_stats"] = jax.tree.map(
-        lambda a: a + jax.random.uniform(jax.random.key(3), a.shape), v["batch_stats"])
-  return arch, v
+def _arch(kind, **sizes):
+  return archs.with_data(archs.make({"kind": kind, **sizes}), num_classes=10)
+
+
+def _shapes(arch):
+  if archs.is_lm(arch):
+    return jax.eval_shape(lambda: bert.init(arch, jax.random.key(0)))
+  return jax.eval_shape(lambda: image_models.init(arch, jax.random.key(0), X.shape[1:]))
+
+
+def _variables(arch, seed=0):
+  """Random variables of the model's shapes (compiling Flax's initializers is
+  slow): fan-in scaled kernels, nonzero biases, BatchNorm statistics away from
+  0 and 1, so that every replicated leaf matters."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, s):
+    name = jax.tree_util.keystr(path)
+    if len(s.shape) > 1:
+      return rng.normal(0, np.prod(s.shape[:-1]) ** -0.5, s.shape)
+    if "var" in name or "scale" in name:
+      return rng.uniform(0.5, 1.5, s.shape)
+    return 0.2 * rng.normal(size=s.shape)
+
+  return jax.tree_util.tree_map_with_path(lambda p, s: np.asarray(draw(p, s), s.dtype),
+                                          _shapes(arch))
+
+
+@functools.partial(jax.jit, static_argnames=("arch", "train"))
+def _logits(arch, v, x, train=False):
+  if archs.is_lm(arch):
+    return bert.build(arch).apply(v, x)
+  return image_models.apply(arch, v, x, train=train)
+
+
+def _assert_same_function(arch, v, new_arch, new_v, x, trains=(False,)):
+  """Logits equal to float32 rounding (the sums are reordered and split), and
+  the same predictions."""
+  for train in trains:
+    a, b = _logits(arch, v, x, train), _logits(new_arch, new_v, x, train)
+    assert float(jnp.abs(a).max()) > 0.1  # not vacuous
+    np.testing.assert_allclose(b, a, rtol=0, atol=2e-5 * max(1.0, float(jnp.abs(a).max())),
+                               err_msg=f"train={train}")
+    np.testing.assert_array_equal(jnp.argmax(a, -1), jnp.argmax(b, -1))
+
+
+def _structure(tree):
+  return jax.tree.map(lambda a: (a.shape, a.dtype), tree)
 
 
 @pytest.mark.parametrize("kind,sizes,spec", CASES)
 def test_expansion_preserves_function(kind, sizes, spec):
-  arch, v = _model(kind, sizes)
+  arch = _arch(kind, **sizes)
+  v = _variables(arch)
   new_arch, new_v = expansion.expand(arch, v, spec, jax.random.key(4))
-  assert jax.tree.structure(new_v) == jax.tree.structure(
-      models.init(new_arch, jax.random.key(0), X.shape[1:]))
-  for train in (False, True):
-    a, b = models.logits(arch, v, X, train), models.logits(new_arch, new_v, X, train)
-    assert jnp.abs(a - b).max() < 2e-5 * max(1.0, float(jnp.abs(a).max()))
-  np.testing.assert_array_equal(jnp.argmax(models.logits(arch, v, X), -1),
-                                jnp.argmax(models.logits(new_arch, new_v, X), -1))
+  assert new_arch == archs.expanded(arch, spec)[0] != arch
+  assert _structure(new_v) == _structure(_shapes(new_arch))
+  _assert_same_function(arch, v, new_arch, new_v, X,
+                        (False, True) if image_models.has_batch_norm(arch) else (False,))
+
+
+@pytest.mark.parametrize("spec", [
+    {"kind": "widen_ffn", "factor": 2},
+    {"steps": [{"kind": "widen", "layer": 1, "width": 33}]},  # one layer only
+    {"steps": [{"kind": "widen_all", "factor": 1.25},  # the FFNs, never the heads
+               {"kind": "widen", "layer": 0, "width": 40}], "split": "uniform"},
+])
+def test_bert_expansion_preserves_function(spec):
+  v = _variables(BERT_ARCH)
+  new_arch, new_v = expansion.expand(BERT_ARCH, v, spec, jax.random.key(5))
+  assert new_arch == archs.expanded(BERT_ARCH, spec)[0]
+  assert new_arch.heads == BERT_ARCH.heads and new_arch.hidden == BERT_ARCH.hidden
+  assert _structure(new_v) == _structure(_shapes(new_arch))
+  for i, width in enumerate(new_arch.ffn):
+    assert new_v["params"][f"layers_{i}"]["ffn_in"]["kernel"].shape == (16, width)
+    assert new_v["params"][f"layers_{i}"]["ffn_out"]["kernel"].shape == (width, 16)
+  _assert_same_function(BERT_ARCH, v, new_arch, new_v, IDS)
+
+
+def test_bert_expansion_changes_only_the_widened_layers():
+  v = _variables(BERT_ARCH)
+  spec = {"steps": [{"kind": "widen", "layer": 1, "width": 33}]}
+  _, new_v = expansion.expand(BERT_ARCH, v, spec, jax.random.key(5))
+  old, new = v["params"], new_v["params"]
+  for leaf in ("ffn_in", "ffn_out"):
+    np.testing.assert_array_equal(new["layers_0"][leaf]["kernel"], old["layers_0"][leaf]["kernel"])
+  np.testing.assert_array_equal(new["layers_1"]["ffn_in"]["kernel"][:, :20],
+                                old["layers_1"]["ffn_in"]["kernel"])
+
+
+def test_expand_seeds_is_expand_of_each_seed_with_its_key():
+  arch = _arch("cnn", channels=[4, 6])
+  spec = {"steps": [{"kind": "widen", "layer": 0, "width": 7},
+                    {"kind": "deepen", "after": 0, "count": 1},
+                    {"kind": "widen_all", "factor": 1.5}]}
+  seeds = [3, 0, 11]
+  models = [_variables(arch, s) for s in range(3)]
+  stacked = jax.tree.map(lambda *a: np.stack(a), *models)
+  new_arch, got = expansion.expand_seeds(arch, stacked, spec, seeds)
+  assert new_arch == archs.expanded(arch, spec)[0]
+  for i, (seed, v) in enumerate(zip(seeds, models)):
+    want_arch, want = expansion.expand(arch, v, spec, jax.random.key(seed))
+    assert want_arch == new_arch
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(np.asarray(a)[i], b)
+  # Seeds draw different replicas.
+  first = archs.first_group(arch)
+  kernel = np.asarray(got["params"][first]["kernel"])
+  assert not np.array_equal(kernel[0], kernel[1])
+
+
+def test_step_i_is_keyed_by_fold_in():
+  """Step i widens its groups with the keys split from fold_in(key, i), one per
+  group in order: the sequence is the literal chain of `widen` calls."""
+  arch = _arch("mlp", hidden=[6, 4])
+  v = _variables(arch)
+  key = jax.random.key(7)
+  spec = {"steps": [{"kind": "widen", "layer": 1, "width": 7},
+                    {"kind": "widen_all", "factor": 1.5}]}
+  _, got = expansion.expand(arch, v, spec, key)
+  groups = lambda a: image_models.neuron_groups(a)
+  k0 = jax.random.split(jax.random.fold_in(key, 0), 1)[0]
+  want = expansion.widen(groups(arch)["hiddens_1"], v, 7, k0)
+  a1 = archs.MLP((6, 7), 10)
+  k1 = jax.random.split(jax.random.fold_in(key, 1), 2)
+  want = expansion.widen(groups(a1)["hiddens_0"], want, 9, k1[0])
+  want = expansion.widen(groups(archs.MLP((9, 7), 10))["hiddens_1"], want, 11, k1[1])
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_widen_sizes_and_replication():
-  arch, v = _model("cnn", {})
+  arch = _arch("cnn")
+  v = _variables(arch)
   new_arch, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 12},
                                      jax.random.key(0))
-  assert new_arch["channels"] == [12, 32]
+  assert new_arch.channels == (12, 32)
   old_k, new_k = v["params"]["convs_0"]["kernel"], new_v["params"]["convs_0"]["kernel"]
   np.testing.assert_array_equal(new_k[..., :8], old_k)
   # Each new channel copies an old one exactly (producers are copied, not divided).
@@ -58,22 +180,26 @@ def test_widen_sizes_and_replication():
 
 
 def test_batch_norm_copied_per_replicated_channel():
-  arch, v = _model("resnet18", SMALL_RESNET)
-  new_arch, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 12},
-                                     jax.random.key(0))
-  old = v["batch_stats"]["stem_bn"]["mean"]
-  new = new_v["batch_stats"]["stem_bn"]["mean"]
-  assert new.shape == (12,)
-  assert all(np.any(np.isclose(new[c], old)) for c in range(12))
+  arch = _arch("resnet18", **SMALL_RESNET)
+  v = _variables(arch)
+  _, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 12}, jax.random.key(0))
+  for leaf in ("mean", "var"):
+    old = v["batch_stats"]["stem_bn"][leaf]
+    new = np.asarray(new_v["batch_stats"]["stem_bn"][leaf])
+    assert new.shape == (12,)
+    np.testing.assert_array_equal(new[:8], old)
+    assert all(new[c] in old for c in range(8, 12))
 
 
 def test_division_only_at_consumer():
   """Replicas' consumer rows sum to the original row; producers untouched."""
-  arch, v = _model("mlp", {})
-  spec = models.first_group(arch)
+  arch = _arch("mlp")
+  v = _variables(arch)
+  spec = probe.spec(arch)
   g = expansion.replication_map(jax.random.key(1), 20, 40)
   f = expansion.shares(jax.random.key(2), g, 20, "random")
   np.testing.assert_allclose(jax.ops.segment_sum(f, g, num_segments=20), 1.0, rtol=1e-6)
+  assert float(f.min()) > 0 and len(np.unique(np.asarray(f))) > 20  # random shares
   new_v = expansion.widen(spec, v, 40, jax.random.key(0))
   w_out, new_out = v["params"]["out"]["kernel"], new_v["params"]["out"]["kernel"]
   gg = expansion.replication_map(jax.random.split(jax.random.key(0))[0], 20, 40)
@@ -86,16 +212,35 @@ def test_division_only_at_consumer():
 def test_uniform_split_divides_by_count():
   g = jnp.array([0, 1, 0, 0])
   np.testing.assert_allclose(expansion.shares(None, g, 2, "uniform"), [1 / 3, 1, 1 / 3, 1 / 3])
+  with pytest.raises(ValueError, match="unknown split 'half'"):
+    expansion.shares(None, g, 2, "half")
+  with pytest.raises(ValueError, match="cannot widen 4 neurons to 3"):
+    expansion.replication_map(jax.random.key(0), 4, 3)
+
+
+def test_deepen_inserts_identity_layers():
+  arch = _arch("cnn", channels=[4, 6])
+  v = _variables(arch)
+  new_arch, new_v = expansion.deepen(arch, v, after=0, count=2)
+  assert new_arch.channels == (4, 4, 4, 6)
+  p = new_v["params"]
+  for i in (1, 2):
+    k = np.asarray(p[f"convs_{i}"]["kernel"])
+    assert k.shape == (3, 3, 4, 4) and (k[1, 1] == np.eye(4)).all() and k.sum() == 4
+    assert (np.asarray(p[f"convs_{i}"]["bias"]) == 0).all()
+  np.testing.assert_array_equal(p["convs_3"]["kernel"], v["params"]["convs_1"]["kernel"])
+  np.testing.assert_array_equal(p["fc"]["kernel"], v["params"]["fc"]["kernel"])
 
 
 def test_widened_model_still_permutation_invariant():
-  arch, v = _model("cnn", {})
+  arch = _arch("cnn")
+  v = _variables(arch)
   new_arch, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 16},
                                      jax.random.key(0))
-  spec = models.first_group(new_arch)
+  spec = probe.spec(new_arch)
   assert spec.size == 16
   vp = permutations.permute(spec, new_v, jax.random.permutation(jax.random.key(5), 16))
-  assert jnp.abs(models.logits(new_arch, vp, X) - models.logits(new_arch, new_v, X)).max() < 1e-5
+  assert jnp.abs(_logits(new_arch, vp, X) - _logits(new_arch, new_v, X)).max() < 1e-5
 
 
 @pytest.mark.parametrize("spec,match", [
@@ -105,6 +250,86 @@ def test_widened_model_still_permutation_invariant():
     ({"kind": "shrink"}, "unknown expansion"),
 ])
 def test_bad_expansions_are_named(spec, match):
-  arch, v = _model("cnn", {})
+  arch = _arch("cnn")
   with pytest.raises(ValueError, match=match):
-    expansion.expand(arch, v, spec, jax.random.key(0))
+    expansion.expand(arch, _variables(arch), spec, jax.random.key(0))
+
+
+# ---------------------------------------------------- identity layers and the barriers
+
+N = 40
+
+
+def _deepened_barriers(kind, sizes, spec, groups=None):
+  """{base group: (barriers of the base, of the expanded candidate, the base's
+  tau)} on the same batch along the same walk, for `groups` (default: every
+  group of the base)."""
+  digits = load_digits()
+  x = (digits.images[:64, ..., None] / 16).astype(np.float32)
+  batch = (x, digits.target[:64].astype(np.int32))
+  arch = _arch(kind, **sizes)
+  shapes = jax.eval_shape(lambda: image_models.init(arch, jax.random.key(0), x.shape[1:]))
+  rng = np.random.default_rng(0)
+  v = jax.tree.map(lambda s: np.asarray(
+      rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
+      s.dtype), shapes)
+  new_arch, new_v = expansion.expand(arch, v, spec, jax.random.key(0))
+  _, lineage = archs.expanded(arch, spec)
+  stack = lambda t: jax.tree.map(lambda a: np.asarray(a)[None], t)
+  out = {}
+  for group, size in arch.groups().items():
+    if groups is not None and group not in groups:
+      continue
+    nodes = walks.seed_walks([5], size, N)
+    base, tau = barrier.barrier_sets(probe.probe(arch, group), probe.spec(arch, group),
+                                     stack(v), stack(batch), nodes, with_resolution=True)
+    deep = barrier.barrier_sets(probe.probe(new_arch, lineage[group]),
+                                probe.spec(new_arch, lineage[group]), stack(new_v), stack(batch),
+                                nodes)
+    assert np.median(base) > 100 * tau[0], group  # not vacuous: far above the resolution
+    out[group] = (base, deep, float(tau[0]))
+  return out
+
+
+@pytest.mark.parametrize("kind,sizes,spec", [
+    ("mlp", {"hidden": [8, 6]}, {"kind": "deepen", "after": 0, "count": 1}),
+    ("mlp", {"hidden": [8, 6]}, {"kind": "deepen", "after": 1, "count": 1}),  # after the last
+    ("cnn", {"channels": [6, 5]}, {"kind": "deepen", "after": 0, "count": 2}),
+])
+def test_identity_layers_leave_every_groups_barriers_unchanged(kind, sizes, spec):
+  """A deepened candidate, probed on the same batch along the same walk, has the
+  barriers of its base in every group of the base (followed through the lineage):
+  the midpoint of the permuted group feeds the identity layer (I + P) / 2, whose
+  output is non-negative, so relu passes it and the next layer sees what the
+  base's averaged consumer (W + P W) / 2 gives. Equal up to float32 rounding,
+  bounded by the engine's resolution."""
+  for group, (base, deep, tau) in _deepened_barriers(kind, sizes, spec).items():
+    assert np.abs(deep - base).max() <= tau, (group, np.abs(deep - base).max(), tau)
+
+
+@pytest.mark.parametrize("kind,sizes,spec,group", [
+    ("mlp", {"hidden": [8, 6]}, {"steps": [{"kind": "widen", "layer": 1, "width": 11}]},
+     "hiddens_0"),
+    ("mlp", {"hidden": [8, 6, 4]}, {"steps": [{"kind": "widen", "layer": 0, "width": 12},
+                                              {"kind": "widen", "layer": 2, "width": 9}]},
+     "hiddens_1"),
+    ("cnn", {"channels": [6, 5]}, {"steps": [{"kind": "widen", "layer": 1, "width": 9}]},
+     "convs_0"),
+])
+def test_widening_other_layers_leaves_a_groups_barriers_unchanged(kind, sizes, spec, group):
+  """Net2Net widening of another layer replicates and divides weights on axes
+  the group's permutation does not touch: the expanded midpoint is the
+  midpoint expanded, the same function, the same barrier (README, "What M
+  sees"; why M_0 sees only the permuted layer's width)."""
+  base, wide, tau = _deepened_barriers(kind, sizes, spec, [group])[group]
+  assert np.abs(wide - base).max() <= tau, (np.abs(wide - base).max(), tau)
+
+
+def test_an_identity_conv_ahead_of_the_max_pool_changes_the_barriers_of_the_conv_before_it():
+  """The exception to the above (README, "What M sees"): an identity conv
+  after a CNN's last conv sits ahead of the max-pool, and max-pooling the
+  mixed channels is not mixing the pooled ones, so the last conv's barriers
+  change although the function is preserved."""
+  out = _deepened_barriers("cnn", {"channels": [6, 5]}, {"kind": "deepen", "after": 1})
+  base, deep, tau = out["convs_1"]
+  assert np.abs(deep - base).max() > 100 * tau

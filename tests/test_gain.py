@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from manifold_metric import gain
+from manifold_metric import gain, train
 
 
 def logs(perf_a, perf_b, loss=(np.nan, 3.0, 2.0, 1.0)):
@@ -53,10 +53,14 @@ def test_paired_difference_of_best_and_worst():
 
 
 def test_run_log_puts_phi_star_at_epoch_0():
-  log = gain.run_log([{"epoch": 1, "train_loss_sum": 2.0, "val_acc": 0.7, "performance": 0.7}],
-                     0.6)
+  log = pd.DataFrame(train.run_log(
+      [{"epoch": 1, "train_loss_sum": 2.0, "val_acc": 0.7, "performance": 0.7}], 0.6))
   assert list(log.epoch) == [0, 1] and log.performance.tolist() == [0.6, 0.7]
   assert log.val_acc.tolist() == [0.6, 0.7] and np.isnan(log.train_loss_sum[0])
-  lm = gain.run_log([{"epoch": 1, "train_loss_sum": 2.0, "val_loss": 3.0, "performance": -1.1}],
-                    -1.2)
-  assert "val_acc" not in lm
+  lm = train.run_log([{"epoch": 1, "train_loss_sum": 2.0, "val_loss": 3.0, "performance": -1.1}],
+                     -1.2)
+  assert "val_acc" not in lm[0] and lm[0]["performance"] == -1.2
+  # As gains reads it: G_t relative to A(phi*) at epoch 0.
+  g = gain.gains(log.assign(expansion="x", seed=0))
+  np.testing.assert_allclose(g.gain, [0.0, 0.1])
+  np.testing.assert_allclose(g.gain_best, 0.1)

@@ -1,3 +1,4 @@
+import functools
 import zlib
 
 import jax
@@ -7,34 +8,54 @@ import pytest
 from flax import traverse_util
 from hypothesis import given, settings, strategies as st
 
-from manifold_metric import models, permutations
+from manifold_metric import archs, image_models, permutations
 from manifold_metric.permutations import Axis, PermSpec
+
+
+def _arch(kind, **sizes):
+  return archs.with_data(archs.make({"kind": kind, **sizes}), num_classes=10)
+
+
+def _first(arch):
+  return image_models.neuron_groups(arch)[archs.first_group(arch)]
+
+
+@functools.partial(jax.jit, static_argnames=("arch", "train"))
+def _logits(arch, v, x, train=False):
+  return image_models.apply(arch, v, x, train=train)
+
 
 SMALL_RESNET = {"stages": [8, 16, 16, 32], "mids": [[8, 8], [16, 16], [16, 16], [32, 32]]}
 # Inner widths unlike the stages' and each other's, so a size from the wrong group shows.
 TINY_RESNET = {"stages": [4, 8, 8, 8], "mids": [[3, 5]] * 4}
 ARCHS = {
-    "mlp": models.default_arch("mlp", 10),
-    "cnn": models.default_arch("cnn", 10),
-    "cnn_flatten": models.default_arch("cnn", 10, channels=[8]),
-    "resnet18": models.default_arch("resnet18", 10, **SMALL_RESNET),
-    "resnet18_tiny": models.default_arch("resnet18", 10, **TINY_RESNET),
+    "mlp": _arch("mlp"),
+    "cnn": _arch("cnn"),
+    "cnn_flatten": _arch("cnn", channels=[8]),
+    "resnet18": _arch("resnet18", **SMALL_RESNET),
+    "resnet18_tiny": _arch("resnet18", **TINY_RESNET),
 }
 X = jax.random.normal(jax.random.key(1), (8, 8, 8, 3))
 
 
 def _variables(arch):
-  v = models.init(arch, jax.random.key(0), X.shape[1:])
-  if "batch_stats" in v:
-    # Non-trivial running statistics, so a wrong gather shows; zero-centred shifts keep
-    # about half the units alive in eval mode (a uniform shift silenced the whole net).
-    def perturb(path, a):
-      key = jax.random.fold_in(jax.random.key(3), zlib.crc32(jax.tree_util.keystr(path).encode()))
-      if path[-1].key == "mean":
-        return a + 0.1 * jax.random.normal(key, a.shape)
-      return a * jax.random.uniform(key, a.shape, minval=0.5, maxval=1.5)
-    v["batch_stats"] = jax.tree_util.tree_map_with_path(perturb, v["batch_stats"])
-  return v
+  """Random variables of the model's shapes (traced, not compiled: compiling
+  Flax's initializers costs tens of seconds): fan-in scaled kernels, nonzero
+  biases, and running statistics away from their initial values, so that a
+  wrong gather shows; zero-centred means keep about half the units alive in
+  eval mode (a uniform shift silenced the whole net)."""
+  shapes = jax.eval_shape(lambda: image_models.init(arch, jax.random.key(0), X.shape[1:]))
+  rng = np.random.default_rng(zlib.crc32(repr(arch).encode()))
+
+  def draw(path, s):
+    name = jax.tree_util.keystr(path)
+    if len(s.shape) > 1:
+      return rng.normal(0, np.prod(s.shape[:-1]) ** -0.5, s.shape)
+    if "var" in name or "scale" in name:
+      return rng.uniform(0.5, 1.5, s.shape)
+    return 0.1 * rng.normal(size=s.shape)
+
+  return jax.tree_util.tree_map_with_path(lambda p, s: np.asarray(draw(p, s), s.dtype), shapes)
 
 
 def assert_same_outputs(a, b, msg=""):
@@ -51,34 +72,34 @@ VARIABLES = {k: _variables(a) for k, a in ARCHS.items()}
        train=st.booleans())
 def test_first_group_permutation_preserves_outputs(name, seed, train):
   arch, v = ARCHS[name], VARIABLES[name]
-  spec = models.first_group(arch)
+  spec = _first(arch)
   perm = jax.random.permutation(jax.random.key(seed), spec.size)
   assert not np.array_equal(perm, np.arange(spec.size)) or spec.size < 3
   vp = permutations.permute(spec, v, perm)
-  assert_same_outputs(models.logits(arch, v, X, train), models.logits(arch, vp, X, train))
+  assert_same_outputs(_logits(arch, v, X, train), _logits(arch, vp, X, train))
 
 
 @pytest.mark.parametrize("name", sorted(ARCHS))
 def test_every_group_permutation_preserves_outputs(name):
   arch, v = ARCHS[name], VARIABLES[name]
-  for i, (group, spec) in enumerate(models.neuron_groups(arch).items()):
+  for i, (group, spec) in enumerate(image_models.neuron_groups(arch).items()):
     permutations.check(spec, v)
     perm = jax.random.permutation(jax.random.key(i), spec.size)
     vp = permutations.permute(spec, v, perm)
-    assert_same_outputs(models.logits(arch, v, X), models.logits(arch, vp, X), group)
+    assert_same_outputs(_logits(arch, v, X), _logits(arch, vp, X), group)
 
 
 def test_wrong_permutation_changes_outputs():
   """The property tests can fail: permuting only the producer breaks the model."""
   arch, v = ARCHS["cnn"], VARIABLES["cnn"]
-  spec = models.first_group(arch)
+  spec = _first(arch)
   broken = permutations.PermSpec(spec.size, spec.axes[:2])
   vp = permutations.permute(broken, v, jnp.roll(jnp.arange(spec.size), 1))
-  assert jnp.abs(models.logits(arch, v, X) - models.logits(arch, vp, X)).max() > 1e-3
+  assert jnp.abs(_logits(arch, v, X) - _logits(arch, vp, X)).max() > 1e-3
 
 
 def test_resnet_stem_group_is_the_first_stage_stream():
-  spec = models.first_group(ARCHS["resnet18"])
+  spec = _first(ARCHS["resnet18"])
   paths = {a.path for a in spec.axes}
   assert "params/stem_conv/kernel" in paths
   assert "batch_stats/stem_bn/mean" in paths
@@ -107,13 +128,13 @@ def _mid(b, width):
 
 
 PINNED = {
-    "mlp": (models.default_arch("mlp", 10, hidden=[20, 12]), {
+    "mlp": (_arch("mlp", hidden=[20, 12]), {
         "hiddens_0": PermSpec(20, _axes("hiddens_0/kernel 1 out", "hiddens_0/bias 0 out",
                                         "hiddens_1/kernel 0 in"), -1),
         "hiddens_1": PermSpec(12, _axes("hiddens_1/kernel 1 out", "hiddens_1/bias 0 out",
                                         "out/kernel 0 in"), None),
     }),
-    "cnn": (models.default_arch("cnn", 10), {
+    "cnn": (_arch("cnn"), {
         "convs_0": PermSpec(8, _axes("convs_0/kernel 3 out", "convs_0/bias 0 out",
                                      "convs_1/kernel 2 in"), -1),
         "convs_1": PermSpec(32, _axes("convs_1/kernel 3 out", "convs_1/bias 0 out",
@@ -121,7 +142,7 @@ PINNED = {
     }),
     # Dict order is part of the result: first_group takes the first group and
     # widen_all draws one key per group in this order.
-    "resnet18": (models.default_arch("resnet18", 10, **TINY_RESNET), {
+    "resnet18": (_arch("resnet18", **TINY_RESNET), {
         "stage_0": PermSpec(4, _axes(
             "stem_conv/kernel 3 out", "bn stem_bn",
             "blocks_0/conv1/kernel 2 in", "blocks_0/conv2/kernel 3 out", "bn blocks_0/bn2",
@@ -157,7 +178,7 @@ PINNED = {
 @pytest.mark.parametrize("kind", sorted(PINNED))
 def test_neuron_groups_are_pinned(kind):
   arch, expected = PINNED[kind]
-  groups = models.neuron_groups(arch)
+  groups = image_models.neuron_groups(arch)
   assert list(groups) == list(expected)
   for name, spec in expected.items():
     assert groups[name] == spec, name
@@ -182,11 +203,11 @@ def test_groups_cover_every_channel_axis_once(name):
   channel_axes = {(p, ax): "in" if ax == x.ndim - 2 else "out"
                   for p, x in flat.items()
                   for ax in ((x.ndim - 2, x.ndim - 1) if p.endswith("kernel") else (0,))}
-  for e in UNGROUPED[arch["kind"]]:
+  for e in UNGROUPED[arch.kind]:
     path, axis = e.split()
     del channel_axes[(f"params/{path}", int(axis))]
   carried = [((a.path, a.axis % flat[a.path].ndim), a.role)
-             for spec in models.neuron_groups(arch).values() for a in spec.axes]
+             for spec in image_models.neuron_groups(arch).values() for a in spec.axes]
   assert len(carried) == len({pa for pa, _ in carried})  # no axis in two groups
   assert dict(carried) == channel_axes
 
@@ -201,30 +222,3 @@ def test_check_names_missing_path():
   spec = permutations.PermSpec(4, (permutations.Axis("params/nope/kernel", 0),))
   with pytest.raises(ValueError, match="params/nope/kernel"):
     permutations.check(spec, VARIABLES["mlp"])
-
-
-def test_random_walk_steps_are_ceil_log2_transpositions():
-  size, n = 20, 200
-  nodes = np.asarray(permutations.random_walk(jax.random.key(0), size, n))
-  assert nodes.shape == (n + 1, size)
-  np.testing.assert_array_equal(nodes[0], np.arange(size))
-  k = permutations.num_swaps(size)
-  assert k == 5
-  for a, b in zip(nodes[:-1], nodes[1:]):
-    assert sorted(b) == list(range(size))  # a permutation
-    moved = np.sum(a != b)
-    assert moved <= 2 * k  # at most k transpositions
-  assert np.mean(np.sum(nodes[1:] != nodes[:-1], axis=1)) > k  # and usually more than one
-
-
-def test_random_walk_is_seeded():
-  a = permutations.random_walk(jax.random.key(7), 16, 50)
-  b = permutations.random_walk(jax.random.key(7), 16, 50)
-  c = permutations.random_walk(jax.random.key(8), 16, 50)
-  np.testing.assert_array_equal(a, b)
-  assert not np.array_equal(a, c)
-
-
-def test_random_walk_needs_two_neurons():
-  with pytest.raises(ValueError, match="at least 2"):
-    permutations.random_walk(jax.random.key(0), 1, 5)

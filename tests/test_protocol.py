@@ -1,12 +1,12 @@
-"""The protocol shared by every model of one seed: one batch, one walk; a
-candidate's own training seed; barrier tables and Table 4's timings."""
+"""The protocol shared by every model of one seed (Section 4.1, Appendix A.2):
+one batch and the same walks for phi* and every candidate of the seed, and the
+candidates theta^(0) expanded from phi*, checked to preserve its performance."""
 
 import jax
 import numpy as np
 import pytest
 
-from manifold_metric import barrier, bert, data, io, models, permutations, protocol, text, \
-    tracks
+from manifold_metric import archs, bert, data, expansion, image_models, tracks, walks
 
 
 @pytest.fixture(scope="module")
@@ -14,75 +14,91 @@ def digits():
   return data.load("digits")
 
 
-def test_metric_batch_is_seeded_and_shared(digits):
-  arch = models.default_arch("mlp", 10)
-  x0, y0 = protocol.metric_batch(arch, digits, 0, 512)
-  x0b, _ = protocol.metric_batch(models.default_arch("cnn", 10), digits, 0, 512)
-  x1, _ = protocol.metric_batch(arch, digits, 1, 512)
-  assert x0.shape == (512, 8, 8, 1) and y0.shape == (512,)
-  np.testing.assert_array_equal(x0, x0b)  # every model of a seed: the same batch
-  assert not np.array_equal(x0, x1)
-  assert len(protocol.metric_batch(arch, digits, 0, 10**6)[0]) == len(digits["x_train"])
-  idx = protocol.batch_indices(len(digits["x_train"]), 0, 512)
-  np.testing.assert_array_equal(x0, digits["x_train"][idx])
-  assert (np.diff(idx) > 0).all()
+def _variables(arch, seed):
+  """Random variables of the model's shapes (traced, not compiled)."""
+  if archs.is_lm(arch):
+    shapes = jax.eval_shape(lambda: bert.init(arch, jax.random.key(0)))
+  else:
+    shapes = jax.eval_shape(lambda: image_models.init(arch, jax.random.key(0), (8, 8, 1)))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: np.asarray(
+      rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
+      s.dtype), shapes)
 
 
-def test_bert_metric_batch_masks_the_seeds_sequences_once():
+def _stack(*trees):
+  return jax.tree.map(lambda *a: np.stack(a), *trees)
+
+
+def test_every_model_of_a_seed_is_probed_on_the_same_batch_and_walks(digits):
+  """phi* and its candidates (other widths, other kinds) get the seed's batch;
+  groups of one size get the seed's walks, whatever the model."""
+  seeds = [2, 7]
+  base = tracks.metric_batches(archs.MLP((4,), 10), digits, seeds, 32)
+  for arch in (archs.MLP((9, 3), 10), archs.CNN((4,), 8, 10)):
+    other = tracks.metric_batches(arch, digits, seeds, 32)
+    for a, b in zip(base, other):
+      np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(base[0][0], base[0][1])  # seeds differ
+  w = walks.seed_walks(seeds, 8, 20)
+  np.testing.assert_array_equal(walks.seed_walks(np.array(seeds), 8, 20), w)
+  np.testing.assert_array_equal(walks.seed_walks(seeds[1:], 8, 20)[0], w[1])  # per seed
+  assert not np.array_equal(walks.seed_walks(seeds, 9, 20)[:, :, :, :8], w)  # per size
+
+
+@pytest.fixture(scope="module")
+def phi(digits):
+  arch = archs.MLP((6,), 10)
+  stacked = _stack(*(_variables(arch, s) for s in range(3)))
+  return arch, stacked, [r["performance"] for r in tracks.validate(arch, stacked, digits, {})]
+
+
+def test_candidates_are_each_seeds_expansion_checked_to_preserve(digits, phi):
+  arch, stacked, performance = phi
+  spec = {"kind": "widen_first", "factor": 2}
+  seeds = [3, 5, 8]
+  new_arch, theta = expansion.candidates(arch, stacked, spec, seeds, digits, {}, performance,
+                                         "expansion x2 of s")
+  want_arch, want = expansion.expand_seeds(arch, stacked, spec, seeds)
+  assert new_arch == want_arch == archs.MLP((12,), 10)
+  for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b)
+  after = [r["performance"] for r in tracks.validate(new_arch, theta, digits, {})]
+  assert after == performance
+  # A recorded A(phi*) that the expansion does not reproduce names the seed.
+  wrong = [performance[0], performance[1] + 0.01, performance[2]]
+  with pytest.raises(RuntimeError, match=r"expansion x2 of s, seed 5, changed the validation "
+                     r"performance .* not function-preserving"):
+    expansion.candidates(arch, stacked, spec, seeds, digits, {}, wrong, "expansion x2 of s")
+
+
+def test_an_expansion_that_changes_the_function_is_caught(digits, phi, monkeypatch):
+  arch, stacked, performance = phi
+  real = expansion.expand_seeds
+
+  def broken(arch, variables, spec, seeds):
+    new_arch, theta = real(arch, variables, spec, seeds)
+    out = np.array(theta["params"]["out"]["bias"])
+    out[2] += np.arange(10) * 5.0  # seed 8's model now prefers the last classes
+    return new_arch, {"params": {**theta["params"], "out": {**theta["params"]["out"],
+                                                            "bias": out}}}
+
+  monkeypatch.setattr(expansion, "expand_seeds", broken)
+  with pytest.raises(RuntimeError, match="seed 8"):
+    expansion.candidates(arch, stacked, {"kind": "widen_first", "width": 7}, [3, 5, 8], digits,
+                         {}, performance, "e")
+
+
+def test_bert_candidates_are_preserved_to_float32_round_off():
   rng = np.random.default_rng(0)
-  ds = {"train": rng.integers(3, 50, (40, 16)).astype(np.int32), "vocab_size": 50}
-  arch = bert.arch("tinybert", 50, max_len=16, hidden=8, heads=2, ffn=8)
-  inputs, positions, labels = protocol.metric_batch(arch, ds, 3, 6)
-  again = protocol.metric_batch(arch, ds, 3, 6)
-  rows = protocol.batch_indices(40, 3, 6)  # the same rows as an image batch would take
-  want = bert.probe_batch(text.mask_tokens(jax.random.key(3), ds["train"][rows], 50))
-  for got, w, a in zip((inputs, positions, labels), want, again):
-    np.testing.assert_array_equal(got, w)
-    np.testing.assert_array_equal(got, a)
-  np.testing.assert_array_equal(labels, ds["train"][rows].reshape(-1)[positions])
-
-
-def test_walk_and_candidate_seed():
-  np.testing.assert_array_equal(protocol.walk(4, 9, 20),
-                                permutations.random_walk(jax.random.key(4), 9, 20))
-  assert protocol.candidate_seed(3) != 3 and protocol.candidate_seed(3) == protocol.candidate_seed(3)
-
-
-def test_barrier_table_is_the_seeds_walk_on_each_checkpoint(digits, tmp_path):
-  arch = models.default_arch("mlp", 10, hidden=[6])
-  paths = []
-  for i in range(2):
-    v = models.init(arch, jax.random.key(i), (8, 8, 1))
-    paths.append(tmp_path / f"m{i}.msgpack")
-    io.save_checkpoint(paths[-1], arch, v)
-  table = protocol.barrier_table([("base", 0, paths[0]), ("x2", 3, paths[1])], digits,
-                                 setting="s", seed=2, n=30, batch_size=64)
-  assert list(table.columns) == ["setting", "model", "expansion", "group", "seed", "epoch",
-                                 "node", "barrier"]
-  assert len(table) == 60 and set(table.group) == {"hiddens_0"} and (table.seed == 2).all()
-  _, v1, _ = io.load_checkpoint(paths[1])
-  want = barrier.barrier_set(models.probe(arch), models.first_group(arch), v1,
-                             protocol.metric_batch(arch, digits, 2, 64), protocol.walk(2, 6, 30))
-  np.testing.assert_array_equal(table[table.epoch == 3].barrier, np.asarray(want))
-
-
-def test_table4_times_every_score_and_says_what_each_computes(digits):
-  arch = models.default_arch("mlp", 10, hidden=[6])
-  v = models.init(arch, jax.random.key(0), (8, 8, 1))
-  times = protocol.time_scores(arch, v, digits, seed=0, n=20, batch_size=32)
-  assert set(times) == set(protocol.COMPUTATION) and all(t > 0 for t in times.values())
-  import pandas as pd
-  table = pd.DataFrame([{"setting": "s", "metric": k, "seconds": t, "n": 20, "batch_size": 32,
-                         "device": "cpu"} for k, t in times.items()])
-  md = protocol.table4_markdown(table)
-  assert "computation" in md and "no backward" in md
-  ratio = times["manifold"] / times["synflow"]
-  assert (f"{ratio:.0f}x" if ratio >= 1 else f"{ratio:.2f}x") in md
-
-
-def test_scores_include_the_size(digits):
-  arch = models.default_arch("mlp", 10, hidden=[6])
-  v = models.init(arch, jax.random.key(0), (8, 8, 1))
-  s = protocol.scores(arch, v, digits, seed=0, batch_size=32)
-  assert s["size"] == 64 * 6 + 6 + 6 * 10 + 10 == tracks.param_count(v)
-  assert {"gradnorm", "snip", "grasp", "synflow", "jacov"} <= set(s)
+  ds = {"train": rng.integers(3, 40, (20, 12)).astype(np.int32),
+        "val": rng.integers(3, 40, (10, 12)).astype(np.int32), "vocab_size": 40}
+  arch = archs.BERT(1, 8, 2, (12,), 40, 12)
+  stacked = _stack(*(_variables(arch, s) for s in range(2)))
+  hp = {"eval_batch_size": 5}
+  performance = [r["performance"] for r in tracks.validate(arch, stacked, ds, hp)]
+  new_arch, theta = expansion.candidates(arch, stacked, {"kind": "widen_ffn", "width": 20},
+                                         [0, 1], ds, hp, performance, "ffn20")
+  assert new_arch.ffn == (20,)
+  after = [r["performance"] for r in tracks.validate(new_arch, theta, ds, hp)]
+  np.testing.assert_allclose(after, performance, rtol=1e-4)

@@ -7,28 +7,59 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from manifold_metric import bert, models, proxies, text
+from manifold_metric import archs, bert, image_models, proxies, text, tracks
 
-MLP = {"kind": "mlp", "hidden": [5], "num_classes": 3}
-CNN = models.default_arch("cnn", 3, channels=[2, 3], dense=8)
+MLP = archs.MLP((5,), 3)
+CNN = archs.CNN((2, 3), 8, 3)
 # One block per stage (halves compile time); stages 1-3 still project.
-RESNET = models.default_arch("resnet18", 3, stages=[2, 2, 2, 2], mids=[[2]] * 4)
+RESNET = archs.ResNet18((2, 2, 2, 2), ((2,), (2,), (2,), (2,)), 3)
 
 
-def _setup(arch, shape, batch=6):
+def _setup(arch, shape, batch=6, seed=0):
   """Variables with random (nonzero) leaves everywhere, and a batch, in numpy
   (eager JAX ops would each compile)."""
-  shapes = jax.eval_shape(lambda k: models.init(arch, k, shape), jax.random.key(0))
-  rng = np.random.default_rng(0)
+  shapes = jax.eval_shape(lambda k: image_models.init(arch, k, shape), jax.random.key(0))
+  rng = np.random.default_rng(seed)
   v = jax.tree.map(lambda a: 0.5 * rng.standard_normal(a.shape, np.float32), shapes)
   if "batch_stats" in v:
     v["batch_stats"] = jax.tree.map(np.abs, v["batch_stats"])  # valid variances
   x = rng.standard_normal((batch, *shape), np.float32)
-  return v, (x, rng.integers(0, arch["num_classes"], batch))
+  return v, (x, rng.integers(0, arch.num_classes, batch))
 
 
 def _np(tree):
   return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def _stack(*trees):
+  """Models or batches stacked over seeds, as the proxies take them."""
+  return jax.tree.map(lambda *a: np.stack(a), *trees)
+
+
+def _one(fn, arch, v, batch):
+  """A proxy of one model on one batch: the only seed of a stack of one."""
+  out = fn(arch, _stack(v), _stack(batch))
+  return tuple(float(o[0]) for o in out) if isinstance(out, tuple) else float(out[0])
+
+
+def _grad_norm(arch, v, batch):
+  return _one(proxies.gradnorm_snip, arch, v, batch)[0]
+
+
+def _snip(arch, v, batch):
+  return _one(proxies.gradnorm_snip, arch, v, batch)[1]
+
+
+def _grasp(arch, v, batch):
+  return _one(proxies.grasp, arch, v, batch)
+
+
+def _synflow(arch, v, batch):
+  return _one(proxies.synflow, arch, v, batch)
+
+
+def _jacov(arch, v, batch):
+  return _one(proxies.jacov, arch, v, batch)
 
 
 # ------------------------------------------------- two-layer MLP, closed forms
@@ -57,9 +88,9 @@ def test_gradnorm_and_snip_match_closed_form():
   v, batch, p, x, y = _mlp_problem()
   g1, g2 = _mlp_grads(p, x, y)
   w1, w2 = p["hiddens_0"]["kernel"], p["out"]["kernel"]
-  assert proxies.grad_norm(MLP, v, batch) == pytest.approx(
+  assert _grad_norm(MLP, v, batch) == pytest.approx(
       np.linalg.norm(g1) + np.linalg.norm(g2), rel=1e-5)
-  assert proxies.snip(MLP, v, batch) == pytest.approx(
+  assert _snip(MLP, v, batch) == pytest.approx(
       np.abs(w1 * g1).sum() + np.abs(w2 * g2).sum(), rel=1e-5)
 
 
@@ -79,7 +110,7 @@ def test_grasp_matches_finite_difference_hessian_vector_product():
   w1, w2 = p["hiddens_0"]["kernel"], p["out"]["kernel"]
   terms = np.concatenate([(w1 * hg1).ravel(), (w2 * hg2).ravel()])
   assert np.abs(terms).sum() > 1e-2
-  assert proxies.grasp(MLP, v, batch) == pytest.approx(
+  assert _grasp(MLP, v, batch) == pytest.approx(
       -terms.sum(), rel=1e-3, abs=1e-4 * np.abs(terms).sum())
 
 
@@ -91,7 +122,7 @@ def test_synflow_matches_closed_form():
   w2 = np.abs(p["out"]["kernel"])
   z = w1.sum(0) + b1
   expected = (w1 * w2.sum(1)[None, :]).sum() + (w2 * z[:, None]).sum()
-  assert proxies.synflow(MLP, v, batch) == pytest.approx(expected, rel=1e-12)
+  assert _synflow(MLP, v, batch) == pytest.approx(expected, rel=1e-12)
 
 
 # ------------------------------------------------------------------ the CNN
@@ -106,7 +137,8 @@ def test_cnn_gradient_scores_match_float64_finite_differences():
   # poison later float32 calls that get the same arrays (JAX 0.10).
   x, y = batch[0].astype(np.float64), batch[1]
   with jax.enable_x64(True):
-    ce = jax.jit(lambda p, x, y: models.cross_entropy(models.logits(CNN, {"params": p}, x), y))
+    ce = jax.jit(lambda p, x, y: tracks.cross_entropy(
+        image_models.apply(CNN, {"params": p}, x), y))
     loss = lambda p: ce(p, x, y)
     grad = lambda p: _np(jax.jit(jax.grad(ce))(p, x, y))
     g = grad(p)
@@ -124,9 +156,9 @@ def test_cnn_gradient_scores_match_float64_finite_differences():
   gradnorm = sum(np.linalg.norm(g[k]["kernel"]) for k in kernels)
   snip = sum(np.abs(p[k]["kernel"] * g[k]["kernel"]).sum() for k in kernels)
   grasp_terms = np.concatenate([np.ravel(p[k]["kernel"] * hg[k]) for k in kernels])
-  assert proxies.grad_norm(CNN, v, batch) == pytest.approx(gradnorm, rel=1e-4)
-  assert proxies.snip(CNN, v, batch) == pytest.approx(snip, rel=1e-4)
-  assert proxies.grasp(CNN, v, batch) == pytest.approx(
+  assert _grad_norm(CNN, v, batch) == pytest.approx(gradnorm, rel=1e-4)
+  assert _snip(CNN, v, batch) == pytest.approx(snip, rel=1e-4)
+  assert _grasp(CNN, v, batch) == pytest.approx(
       -grasp_terms.sum(), rel=1e-3, abs=1e-4 * np.abs(grasp_terms).sum())
 
 
@@ -138,13 +170,13 @@ def test_jacov_matches_numpy_finite_difference_jacobian():
   eye = np.eye(d).reshape(d, *x.shape[1:]) * h
   stacked = np.concatenate([x[i] + s * eye for i in range(n) for s in (1, -1)])
   with jax.enable_x64(True):
-    sums = np.asarray(jax.jit(lambda v, x: models.logits(CNN, v, x).sum(1))(_np(v), stacked))
+    sums = np.asarray(jax.jit(lambda v, x: image_models.apply(CNN, v, x).sum(1))(_np(v), stacked))
   sums = sums.reshape(n, 2, d)
   jac = (sums[:, 0] - sums[:, 1]) / (2 * h)
   eig = np.linalg.eigvalsh(np.corrcoef(jac))
   expected = -np.sum(np.log(eig + 1e-5) + 1 / (eig + 1e-5))
   assert eig.min() > 1e-3  # well conditioned: float32 vs float64 is comparable
-  assert proxies.jacov(CNN, v, batch) == pytest.approx(expected, rel=1e-4)
+  assert _jacov(CNN, v, batch) == pytest.approx(expected, rel=1e-4)
 
 
 def test_jacov_is_nan_without_warnings_when_a_jacobian_is_constant():
@@ -152,7 +184,7 @@ def test_jacov_is_nan_without_warnings_when_a_jacobian_is_constant():
   v["params"]["hiddens_0"]["bias"] = np.full(5, -100.0, np.float32)  # all ReLUs dead
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    assert math.isnan(proxies.jacov(MLP, v, batch))
+    assert math.isnan(_jacov(MLP, v, batch))
 
 
 # ------------------------------------------------------- all scores, ResNet
@@ -161,55 +193,72 @@ def test_jacov_is_nan_without_warnings_when_a_jacobian_is_constant():
 # The CNN case reuses the shapes above, so only SynFlow and Jacov compile anew.
 @pytest.mark.parametrize("arch,shape,n", [(CNN, (4, 4, 2), 6), (RESNET, (8, 8, 3), 8)],
                          ids=["cnn", "resnet18"])
-def test_all_scores_finite(arch, shape, n):
-  v, batch = _setup(arch, shape, batch=n)
-  scores = proxies.score_all(arch, v, batch)
-  assert set(scores) == set(proxies.SCORES)
-  assert all(isinstance(s, float) and math.isfinite(s) for s in scores.values()), scores
-  assert scores["gradnorm"] > 0 and scores["snip"] > 0 and scores["synflow"] > 0
+def test_scores_of_seeds_together_are_each_seeds_alone(arch, shape, n):
+  """score_all over two seeds (vmapped): every score finite, GradNorm, SNIP and
+  SynFlow positive; and each seed's what scoring it alone gives."""
+  (v0, b0), (v1, b1) = _setup(arch, shape, batch=n, seed=0), _setup(arch, shape, batch=n, seed=1)
+  scores = proxies.score_all(arch, _stack(v0, v1), _stack(b0, b1))
+  assert set(scores) == set(proxies.NAMES)
+  for name, values in scores.items():
+    assert values.shape == (2,) and np.isfinite(values).all(), (name, values)
+  assert (scores["gradnorm"] > 0).all() and (scores["snip"] > 0).all()
+  assert (scores["synflow"] > 0).all()
+  if arch is RESNET:
+    return  # each stack size compiles anew: the CNN covers the comparison
+  alone = proxies.score_all(arch, _stack(v1), _stack(b1))
+  for name in proxies.NAMES:
+    # vmapped matmuls round differently in the last bits; Jacov's log of small
+    # eigenvalues amplifies that most.
+    assert scores[name][1] == pytest.approx(alone[name][0], rel=1e-4), name
+  assert scores["gradnorm"][0] != pytest.approx(scores["gradnorm"][1], rel=1e-3)
 
 
 def test_synflow_ignores_batch_norm_state_but_not_kernels():
   v, batch = _setup(RESNET, (8, 8, 3), batch=8)
-  base = proxies.synflow(RESNET, v, batch)
+  base = _synflow(RESNET, v, batch)
   other, _ = _setup(RESNET, (8, 8, 3))
   bn = lambda path: any("bn" in getattr(k, "key", "") for k in path)
   # Every BN scale/bias and running statistic replaced by different values.
   swapped = jax.tree_util.tree_map_with_path(
       lambda path, a, b: 3 * b if path[0].key == "batch_stats" or bn(path) else a, v, other)
-  assert proxies.synflow(RESNET, swapped, batch) == pytest.approx(base, rel=1e-12)
+  assert _synflow(RESNET, swapped, batch) == pytest.approx(base, rel=1e-12)
   doubled = {**v, "params": {**v["params"], "out": {
       **v["params"]["out"], "kernel": 2 * v["params"]["out"]["kernel"]}}}
-  assert proxies.synflow(RESNET, doubled, batch) > 1.5 * base
+  assert _synflow(RESNET, doubled, batch) > 1.5 * base
 
 
-def test_time_scores_reports_every_score():
+def test_time_proxies_reports_every_proxy():
   v, batch = _setup(MLP, (2, 2, 1))
-  times = proxies.time_scores(MLP, v, batch, repeats=2)
-  assert set(times) == set(proxies.SCORES)
+  times = proxies.time_proxies(MLP, _stack(v), _stack(batch), repeats=2)
+  assert set(times) == set(proxies.NAMES)
   assert all(0 < t < 10 for t in times.values())
 
 
 # ------------------------------------------------------------------------ BERT
 
 # max_len exceeds the sequences' length L = 6: SynFlow's input is (1, L, hidden).
-BERT = bert.arch("tinybert", vocab_size=13, max_len=8, layers=1, hidden=4, heads=2, ffn=[6])
+BERT = archs.BERT(layers=1, hidden=4, heads=2, ffn=(6,), vocab_size=13, max_len=8)
 BERT_KERNELS = sorted(
     [("layers_0", "attention", n, "kernel") for n in ("query", "key", "value", "out")]
     + [("layers_0", "ffn_in", "kernel"), ("layers_0", "ffn_out", "kernel"),
        ("mlm_dense", "kernel")])
 
 
-def _bert_setup(n=5, seq_len=6, rate=0.4):
+def _probe_batch(mlm):
+  """`bert.probe_batches` of one masked batch, without the seed axis."""
+  return tuple(a[0] for a in bert.probe_batches(tuple(np.asarray(a)[None] for a in mlm)))
+
+
+def _bert_setup(n=5, seq_len=6, rate=0.4, seed=0):
   """Random (nonzero) float32 variables, the MLM batch (inputs, labels,
   weights) and its probe_batch, in numpy."""
   shapes = jax.eval_shape(lambda k: bert.init(BERT, k), jax.random.key(0))
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(seed)
   v = jax.tree.map(lambda a: 0.5 * rng.standard_normal(a.shape, np.float32), shapes)
-  seqs = rng.integers(len(text.SPECIALS), BERT["vocab_size"], (n, seq_len))
+  seqs = rng.integers(len(text.SPECIALS), BERT.vocab_size, (n, seq_len))
   mlm = tuple(np.asarray(a) for a in text.mask_tokens(
-      jax.random.key(1), seqs, BERT["vocab_size"], rate=rate))
-  batch = bert.probe_batch(mlm)
+      jax.random.key(1 + seed), seqs, BERT.vocab_size, rate=rate))
+  batch = _probe_batch(mlm)
   assert 3 < len(batch[1]) < n * seq_len  # some positions are masked, not all
   return v, mlm, batch
 
@@ -265,9 +314,9 @@ def test_bert_gradient_scores_match_float64_finite_differences():
   grasp_terms = theta * hg
   assert np.abs(grasp_terms).sum() > 1e-2
   with jax.enable_x64(True):  # the proxies in float64 too, so tolerances can be tight
-    assert proxies.grad_norm(BERT, _np(v), batch) == pytest.approx(gradnorm, rel=1e-6)
-    assert proxies.snip(BERT, _np(v), batch) == pytest.approx(np.abs(theta * g).sum(), rel=1e-6)
-    assert proxies.grasp(BERT, _np(v), batch) == pytest.approx(-grasp_terms.sum(), rel=1e-6)
+    assert _grad_norm(BERT, _np(v), batch) == pytest.approx(gradnorm, rel=1e-6)
+    assert _snip(BERT, _np(v), batch) == pytest.approx(np.abs(theta * g).sum(), rel=1e-6)
+    assert _grasp(BERT, _np(v), batch) == pytest.approx(-grasp_terms.sum(), rel=1e-6)
 
 
 def test_bert_synflow_matches_float64_finite_differences():
@@ -277,7 +326,7 @@ def test_bert_synflow_matches_float64_finite_differences():
   absolute = jax.tree.map(np.abs, v["params"])
   theta, flat, with_kernels = _kernel_vector(absolute)
   module = bert.build(BERT)
-  ones = np.ones((1, inputs.shape[1], BERT["hidden"]))
+  ones = np.ones((1, inputs.shape[1], BERT.hidden))
 
   def r(theta, flat, ones):
     return module.apply({"params": with_kernels(theta, flat)}, ones, method="encode").sum()
@@ -285,7 +334,7 @@ def test_bert_synflow_matches_float64_finite_differences():
   with jax.enable_x64(True):
     rs = jax.jit(jax.vmap(r, (0, None, None)))
     dr = _central(lambda thetas: rs(thetas, flat, ones), theta, 1e-6)
-  assert proxies.synflow(BERT, v, batch) == pytest.approx(np.abs(theta * dr).sum(), rel=1e-7)
+  assert _synflow(BERT, v, batch) == pytest.approx(np.abs(theta * dr).sum(), rel=1e-7)
 
 
 def test_bert_jacov_matches_numpy_finite_difference_jacobian():
@@ -307,27 +356,60 @@ def test_bert_jacov_matches_numpy_finite_difference_jacobian():
   expected = -np.sum(np.log(eig + 1e-5) + 1 / (eig + 1e-5))
   assert eig.min() > 1e-3  # well conditioned
   with jax.enable_x64(True):
-    assert proxies.jacov(BERT, v64, batch) == pytest.approx(expected, rel=1e-6)
+    assert _jacov(BERT, v64, batch) == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.fixture(scope="module")
 def tinybert_problem():
-  """The tinybert preset (2 layers, hidden 128, FFN 512) at its initialization,
-  on a metric batch of 8 sequences of 32 tokens from a 200-word vocabulary."""
-  arch = bert.arch("tinybert", vocab_size=200, max_len=32)
-  seqs = np.random.default_rng(0).integers(len(text.SPECIALS), 200, (8, 32))
-  batch = bert.probe_batch(text.mask_tokens(jax.random.key(0), seqs, 200))
-  return arch, bert.init(arch, jax.random.key(0)), batch
+  """The tinybert preset (2 layers, hidden 128, FFN 512) at BERT's initialization
+  (drawn in numpy: compiling Flax's is slow), two seeds, each on a metric batch of
+  8 sequences of 32 tokens from a 200-word vocabulary."""
+  arch = archs.with_data(archs.make({"kind": "bert"}), vocab_size=200, max_len=32)
+  shapes = jax.eval_shape(lambda: bert.init(arch, jax.random.key(0)))
+  models, batches = [], []
+  for seed in (0, 1):
+    rng = np.random.default_rng(seed)
+
+    def draw(path, s):
+      name = jax.tree_util.keystr(path)
+      if "scale" in name:
+        return np.ones(s.shape)
+      return np.zeros(s.shape) if "bias" in name else rng.normal(0, 0.02, s.shape)
+
+    models.append(jax.tree_util.tree_map_with_path(
+        lambda p, s: np.asarray(draw(p, s), s.dtype), shapes))
+    seqs = rng.integers(len(text.SPECIALS), 200, (8, 32))
+    batches.append(text.mask_tokens(jax.random.key(seed), seqs, 200))
+  batch = bert.probe_batches(tuple(np.stack(a) for a in zip(*batches)))
+  return arch, _stack(*models), batch
 
 
 def test_bert_scores_finite(tinybert_problem):
-  scores = proxies.score_all(*tinybert_problem)
-  assert set(scores) == set(proxies.SCORES)
-  assert all(isinstance(s, float) and math.isfinite(s) for s in scores.values()), scores
-  assert scores["gradnorm"] > 0 and scores["snip"] > 0 and scores["synflow"] > 0
+  arch, v, batch = tinybert_problem
+  scores = proxies.score_all(arch, v, batch)
+  assert set(scores) == set(proxies.NAMES)
+  for name, values in scores.items():
+    assert values.shape == (2,) and np.isfinite(values).all(), (name, values)
+  assert (scores["gradnorm"] > 0).all() and (scores["snip"] > 0).all()
+  assert (scores["synflow"] > 0).all()
 
 
-def test_bert_time_scores_reports_every_score(tinybert_problem):
-  times = proxies.time_scores(*tinybert_problem, repeats=1)
-  assert set(times) == set(proxies.SCORES)
+def test_bert_scores_of_seeds_together_are_each_seeds_alone():
+  """Seeds mask different numbers of positions: stacked, the probe batch of the
+  one with fewer is padded at weight 0, which changes none of its scores."""
+  setups = [_bert_setup(seed=0), _bert_setup(seed=1)]
+  batch = bert.probe_batches(tuple(np.stack(a) for a in zip(setups[0][1], setups[1][1])))
+  i = int(np.argmin([len(b[1]) for _, _, b in setups]))  # the padded one
+  v, _, alone_batch = setups[i]
+  assert batch[1].shape[1] > len(alone_batch[1])
+  together = proxies.score_all(BERT, _stack(setups[0][0], setups[1][0]), batch)
+  alone = proxies.score_all(BERT, _stack(v), _stack(alone_batch))
+  for name in proxies.NAMES:
+    assert together[name][i] == pytest.approx(alone[name][0], rel=1e-4), name
+  assert together["gradnorm"][0] != pytest.approx(together["gradnorm"][1], rel=1e-3)
+
+
+def test_bert_time_proxies_reports_every_proxy(tinybert_problem):
+  times = proxies.time_proxies(*tinybert_problem, repeats=1)
+  assert set(times) == set(proxies.NAMES)
   assert all(0 < t < 10 for t in times.values()), times

@@ -8,9 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from manifold_metric import config, io, text
+from manifold_metric import study, text
+from manifold_metric.files import InputError
 
-DATA = config.bundled_dir("wikitext")  # the real splits shipped with the package, xz
+DATA = study.bundled_dir("wikitext")  # the real splits shipped with the package, xz
 mask = jax.jit(text.mask_tokens, static_argnames=("vocab_size", "rate", "special_ids"))
 
 
@@ -32,10 +33,10 @@ def test_read_split_counts(split, lines, published):
 
 
 def test_read_split_errors(tmp_path):
-  with pytest.raises(io.InputError, match=r"wiki\.valid\.tokens does not exist"):
+  with pytest.raises(InputError, match=r"wiki\.valid\.tokens does not exist"):
     text.read_split(tmp_path, "valid")
   (tmp_path / "wiki.test.tokens").write_text(" \n\n \n")
-  with pytest.raises(io.InputError, match=rf"{tmp_path}/wiki\.test\.tokens holds no tokens"):
+  with pytest.raises(InputError, match=rf"{tmp_path}/wiki\.test\.tokens holds no tokens"):
     text.read_split(tmp_path, "test")
   with pytest.raises(ValueError, match="unknown WikiText split"):
     text.read_split(tmp_path, "dev")
@@ -69,13 +70,13 @@ def test_vocab_roundtrip_and_errors(tmp_path):
   path = tmp_path / "vocab.json"
   text.save_vocab(vocab, path)
   assert text.load_vocab(path) == vocab
-  with pytest.raises(io.InputError, match=f"{tmp_path}/missing.json does not exist"):
+  with pytest.raises(InputError, match=f"{tmp_path}/missing.json does not exist"):
     text.load_vocab(tmp_path / "missing.json")
   path.write_text('["a", ')
-  with pytest.raises(io.InputError, match=f"{path} is not valid JSON"):
+  with pytest.raises(InputError, match=f"{path} is not valid JSON"):
     text.load_vocab(path)
   path.write_text(json.dumps(["a", "b"]))
-  with pytest.raises(io.InputError, match=f"{path} is not a JSON list of tokens starting"):
+  with pytest.raises(InputError, match=f"{path} is not a JSON list of tokens starting"):
     text.load_vocab(path)
 
 
@@ -150,11 +151,11 @@ def test_compressed_and_plain_files_read_alike(tmp_path):
 def test_corrupt_archive_and_short_split_name_the_file(tmp_path):
   good = lzma.compress(b"some words\n" * 50)
   (tmp_path / "wiki.valid.tokens.xz").write_bytes(good[:len(good) // 2])
-  with pytest.raises(io.InputError, match=r"wiki\.valid\.tokens\.xz is truncated or corrupt"):
+  with pytest.raises(InputError, match=r"wiki\.valid\.tokens\.xz is truncated or corrupt"):
     text.read_split(tmp_path, "valid")
   (tmp_path / "wiki.valid.tokens.xz").write_bytes(good)
   (tmp_path / "wiki.test.tokens").write_text("too short\n")
   vocab = text.build_vocab(text.read_split(tmp_path, "valid"), 10)
-  with pytest.raises(io.InputError, match=r"wiki\.test\.tokens: 3 tokens do not fill one "
+  with pytest.raises(InputError, match=r"wiki\.test\.tokens: 3 tokens do not fill one "
                      r"sequence of length 8"):
     text.prepare(tmp_path, vocab, train_split="valid", val_split="test", seq_len=8)
