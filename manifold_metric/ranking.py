@@ -49,9 +49,9 @@ def markdown(table: pd.DataFrame, setting: str, q: float, n: int) -> str:
           f"neurons permuted), mean and standard deviation over {int(table.seeds.max())} seeds, "
           "computed on phi* and the expanded models before any training. A larger M_0 "
           "predicts a larger gain after training. M0_all is the mean of M over every hidden "
-          "layer of phi* (a Net2Net widening of other layers is invisible to each
-layer's M, and so is a deepening by identity layers, except one after a
-CNN's last conv, ahead of its max-pool). Beside it, "
+          "layer of phi* (a Net2Net widening of other layers is invisible to each layer's "
+          "M, and so is a deepening by identity layers, except one after a CNN's last conv, "
+          "ahead of its max-pool). Beside it, "
           "what a user can count for free: size (parameters) and width (neurons of the "
           "permuted layer of theta^(0)), and the zero-cost proxies, means over seeds. "
           "Compare the ranking with the one size or width alone gives: a score earns its cost "
