@@ -50,12 +50,24 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--n", type=int, default=1000, help="random-walk steps (pairs)")
   parser.add_argument("--batch", type=int, default=512, help="examples in the batch")
-  parser.add_argument("--chunk", type=int, default=None,
-                      help="pairs per vmapped step (default: barrier.default_chunk())")
-  parser.add_argument("--literal-nodes", type=int, default=None,
-                      help="time b on the first M nodes only and scale it to n")
-  parser.add_argument("--repeats", type=int, default=5,
-                      help="forward passes timed for c before (a), between and after (b)")
+  parser.add_argument(
+      "--chunk",
+      type=int,
+      default=None,
+      help="pairs per vmapped step (default: barrier.default_chunk())",
+  )
+  parser.add_argument(
+      "--literal-nodes",
+      type=int,
+      default=None,
+      help="time b on the first M nodes only and scale it to n",
+  )
+  parser.add_argument(
+      "--repeats",
+      type=int,
+      default=5,
+      help="forward passes timed for c before (a), between and after (b)",
+  )
   parser.add_argument("--out", default=None, help="also write the figures as JSON here")
   args = parser.parse_args()
   if min(args.n, args.batch, args.repeats, args.literal_nodes or 1, args.chunk or 1) < 1:
@@ -66,8 +78,10 @@ def main():
   arch = archs.with_data(archs.make({"kind": "cnn"}), num_classes=10)
   kv, kx, ky = jax.random.split(jax.random.key(0), 3)
   variables = jax.jit(lambda k: image_models.init(arch, k, SHAPE))(kv)
-  batch = (jax.random.normal(kx, (args.batch, *SHAPE)),
-           jax.random.randint(ky, (args.batch,), 0, arch.num_classes))
+  batch = (
+      jax.random.normal(kx, (args.batch, *SHAPE)),
+      jax.random.randint(ky, (args.batch,), 0, arch.num_classes),
+  )
   pr, spec = probe.probe(arch), probe.spec(arch)
   nodes = walks.random_walk(0, spec.size, n)
   loss = pr.loss
@@ -92,8 +106,9 @@ def main():
   one_batch = jax.tree.map(lambda x: x[None], batch)
 
   def engine():
-    return barrier.barrier_sets(pr, spec, one_model, one_batch, nodes[None, None],
-                                chunk=args.chunk)[0, 0]
+    return barrier.barrier_sets(
+        pr, spec, one_model, one_batch, nodes[None, None], chunk=args.chunk
+    )[0, 0]
 
   first, _ = seconds(engine)
   a, b_engine = seconds(engine)
@@ -106,8 +121,9 @@ def main():
     return jnp.abs(barrier.loss_barrier(lambda v: loss(v, batch), va, vb, [0.5])[0])
 
   permute = jax.jit(permutations.permute, static_argnums=0)
-  seconds(node_barrier, permute(spec, variables, nodes[0]), permute(spec, variables, nodes[1]),
-          batch)
+  seconds(
+      node_barrier, permute(spec, variables, nodes[0]), permute(spec, variables, nodes[1]), batch
+  )
   start, b_literal = time.perf_counter(), []
   for i in range(m):
     va, vb = permute(spec, variables, nodes[i]), permute(spec, variables, nodes[i + 1])
@@ -122,25 +138,45 @@ def main():
 
   result = {
       "model": "cnn-10 " + "-".join(map(str, arch.channels)) + f"-pool-{arch.dense}",
-      "input": list(SHAPE), "batch": args.batch, "n": n,
+      "input": list(SHAPE),
+      "batch": args.batch,
+      "n": n,
       "chunk": barrier.default_chunk() if args.chunk is None else args.chunk,
-      "distinct_steps": distinct, "a_engine_s": a, "b_literal_s": b, "b_nodes_timed": m, "c_forward_s": c,
-      "forward_s": one, "a_over_b": a / b, "a_over_c": a / c, "engine_first_call_s": first,
+      "distinct_steps": distinct,
+      "a_engine_s": a,
+      "b_literal_s": b,
+      "b_nodes_timed": m,
+      "c_forward_s": c,
+      "forward_s": one,
+      "a_over_b": a / b,
+      "a_over_c": a / c,
+      "engine_first_call_s": first,
       # The engine must agree with the literal loop (float32 rounding only).
       "max_abs_diff_a_b": float(jnp.max(jnp.abs(b_engine[:m] - jnp.stack(b_literal)))),
-      "device": str(jax.devices()[0]), "jax": jax.__version__,
-      "cpus": os.cpu_count(), "cpu_share_of_other_processes": others,
+      "device": str(jax.devices()[0]),
+      "jax": jax.__version__,
+      "cpus": os.cpu_count(),
+      "cpu_share_of_other_processes": others,
   }
   scaled = "" if m == n else f" (estimated: {m} nodes timed, scaled to n = {n})"
-  print(f"device {result['device']} (jax {jax.__version__}), CNN-10 on {args.batch} x "
-        f"{'x'.join(map(str, SHAPE))}, n = {n}, chunk = {result['chunk']}")
-  print(f"(a) engine barrier_sets       {a:9.2f} s   (first call, compiling: {first:.1f} s; "
-        f"{distinct} distinct steps of {n})")
+  print(
+      f"device {result['device']} (jax {jax.__version__}), CNN-10 on {args.batch} x "
+      f"{'x'.join(map(str, SHAPE))}, n = {n}, chunk = {result['chunk']}"
+  )
+  print(
+      f"(a) engine barrier_sets       {a:9.2f} s   (first call, compiling: {first:.1f} s; "
+      f"{distinct} distinct steps of {n})"
+  )
   print(f"(b) literal Algorithm 1 loop  {b:9.2f} s{scaled}")
   print(f"(c) n x one forward pass      {c:9.2f} s   ({1e3 * one:.1f} ms each)")
-  print(f"a/b = {a / b:.3f}   a/c = {a / c:.3f}   max |engine - literal| {result['max_abs_diff_a_b']:.1e}")
-  print(f"other processes took {100 * others:.0f}% of the {os.cpu_count()} cpus while this ran "
-        "(if much above 0, every figure is slower than alone, and the ratios are noisier)")
+  print(
+      f"a/b = {a / b:.3f}   a/c = {a / c:.3f}   "
+      f"max |engine - literal| {result['max_abs_diff_a_b']:.1e}"
+  )
+  print(
+      f"other processes took {100 * others:.0f}% of the {os.cpu_count()} cpus while this ran "
+      "(if much above 0, every figure is slower than alone, and the ratios are noisier)"
+  )
   if args.out:
     with open(args.out, "w") as f:
       json.dump(result, f, indent=1, sort_keys=True)

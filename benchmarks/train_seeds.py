@@ -41,8 +41,12 @@ print(json.dumps({"import_s": imported - start, "compute_s": time.perf_counter()
 
 def process(npz, seeds, epochs):
   start = time.perf_counter()
-  out = subprocess.run([sys.executable, "-c", RUN, npz, json.dumps(seeds), str(epochs)],
-                       check=True, capture_output=True, text=True).stdout
+  out = subprocess.run(
+      [sys.executable, "-c", RUN, npz, json.dumps(seeds), str(epochs)],
+      check=True,
+      capture_output=True,
+      text=True,
+  ).stdout
   return {"wall_s": time.perf_counter() - start, **json.loads(out.splitlines()[-1])}
 
 
@@ -53,6 +57,7 @@ def main():
   parser.add_argument("--out", default=None, help="also write the figures as JSON here")
   args = parser.parse_args()
   from manifold_metric import data, study
+
   ds = data.load("fashion_mnist", study.bundled_dir("fashion_mnist"))
   seeds = list(range(args.seeds))
   with tempfile.TemporaryDirectory() as tmp:
@@ -63,17 +68,29 @@ def main():
     separate = [process(npz, [s], args.epochs) for s in seeds]
   wall = sum(p["wall_s"] for p in separate)
   compute = sum(p["compute_s"] for p in separate)
-  result = {"seeds": args.seeds, "epochs": args.epochs, "batched": batched,
-            "separate": separate, "separate_wall_s": wall, "separate_compute_s": compute,
-            "wall_ratio": batched["wall_s"] / wall,
-            "compute_ratio": batched["compute_s"] / compute}
+  result = {
+      "seeds": args.seeds,
+      "epochs": args.epochs,
+      "batched": batched,
+      "separate": separate,
+      "separate_wall_s": wall,
+      "separate_compute_s": compute,
+      "wall_ratio": batched["wall_s"] / wall,
+      "compute_ratio": batched["compute_s"] / compute,
+  }
   print(f"{args.seeds} seeds x {args.epochs} epochs of the MLP F(12) on 16,000 images:")
-  print(f"  one process, seeds vmapped: {batched['wall_s']:6.1f} s wall "
-        f"({batched['import_s']:.1f} s start-up, {batched['compute_s']:.1f} s compute)")
-  print(f"  {args.seeds} processes, one seed each: {wall:6.1f} s wall in all "
-        f"({sum(p['import_s'] for p in separate):.1f} s start-up, {compute:.1f} s compute)")
-  print(f"  ratio batched / separate: wall {result['wall_ratio']:.3f}, "
-        f"compute {result['compute_ratio']:.3f}")
+  print(
+      f"  one process, seeds vmapped: {batched['wall_s']:6.1f} s wall "
+      f"({batched['import_s']:.1f} s start-up, {batched['compute_s']:.1f} s compute)"
+  )
+  print(
+      f"  {args.seeds} processes, one seed each: {wall:6.1f} s wall in all "
+      f"({sum(p['import_s'] for p in separate):.1f} s start-up, {compute:.1f} s compute)"
+  )
+  print(
+      f"  ratio batched / separate: wall {result['wall_ratio']:.3f}, "
+      f"compute {result['compute_ratio']:.3f}"
+  )
   if args.out:
     with open(args.out, "w") as f:
       json.dump(result, f, indent=1)

@@ -20,8 +20,10 @@ from typing import ClassVar
 IMAGE_DEFAULTS = {
     "mlp": {"hidden": (20,)},
     "cnn": {"channels": (8, 32), "dense": 256},
-    "resnet18": {"stages": (64, 128, 256, 512),
-                 "mids": ((64, 64), (128, 128), (256, 256), (512, 512))},
+    "resnet18": {
+        "stages": (64, 128, 256, 512),
+        "mids": ((64, 64), (128, 128), (256, 256), (512, 512)),
+    },
 }
 BERT_PRESETS = {
     "tinybert": {"layers": 2, "hidden": 128, "heads": 2, "ffn": 512},
@@ -30,8 +32,12 @@ BERT_PRESETS = {
 IMAGE_KINDS = tuple(IMAGE_DEFAULTS)
 KINDS = (*IMAGE_KINDS, "bert")
 # The size keys a config model entry of each kind may set.
-SIZE_KEYS = {"mlp": ("hidden",), "cnn": ("channels", "dense"),
-             "resnet18": ("stages", "mids"), "bert": ("preset", "layers", "heads", "ffn")}
+SIZE_KEYS = {
+    "mlp": ("hidden",),
+    "cnn": ("channels", "dense"),
+    "resnet18": ("stages", "mids"),
+    "bert": ("preset", "layers", "heads", "ffn"),
+}
 SPLITS = ("uniform", "random")
 STEP_KINDS = ("widen", "widen_all", "deepen")
 SHORTHANDS = ("widen_first", "widen_all", "deepen", "widen_ffn")
@@ -45,6 +51,7 @@ def _positive(name: str, values) -> None:
 @dataclasses.dataclass(frozen=True)
 class MLP:
   """Dense layers of `hidden` units (ReLU), then the classes."""
+
   hidden: tuple[int, ...]
   num_classes: int | None = None
   kind: ClassVar[str] = "mlp"
@@ -59,6 +66,7 @@ class MLP:
 @dataclasses.dataclass(frozen=True)
 class CNN:
   """C(c0)-...-C(ck)-MaxPool(2)-F(dense)-F(classes), 3x3 convs (Table 2)."""
+
   channels: tuple[int, ...]
   dense: int
   num_classes: int | None = None
@@ -75,6 +83,7 @@ class CNN:
 @dataclasses.dataclass(frozen=True)
 class ResNet18:
   """CIFAR ResNet18: `stages` residual widths, `mids` each block's inner width."""
+
   stages: tuple[int, ...]
   mids: tuple[tuple[int, ...], ...]
   num_classes: int | None = None
@@ -82,8 +91,10 @@ class ResNet18:
 
   def __post_init__(self):
     if len(self.stages) != 4 or len(self.mids) != 4:
-      raise ValueError(f"resnet18 has 4 stages, got stages {list(self.stages)} and "
-                       f"{len(self.mids)} lists of mids")
+      raise ValueError(
+          f"resnet18 has 4 stages, got stages {list(self.stages)} and "
+          f"{len(self.mids)} lists of mids"
+      )
     _positive("resnet18 stage widths", self.stages)
     for m in self.mids:
       _positive("resnet18 block widths", m)
@@ -104,6 +115,7 @@ class ResNet18:
 @dataclasses.dataclass(frozen=True)
 class BERT:
   """Encoder-only BERT for masked LM; `ffn` holds each layer's FFN width."""
+
   layers: int
   hidden: int
   heads: int
@@ -165,8 +177,13 @@ def make(model: dict) -> Arch:
   return BERT(**sizes)
 
 
-def with_data(arch: Arch, *, num_classes: int | None = None, vocab_size: int | None = None,
-              max_len: int | None = None) -> Arch:
+def with_data(
+    arch: Arch,
+    *,
+    num_classes: int | None = None,
+    vocab_size: int | None = None,
+    max_len: int | None = None,
+) -> Arch:
   """The architecture for a dataset: classes for images, vocabulary and
   sequence length for BERT."""
   if arch.kind == "bert":
@@ -290,11 +307,12 @@ def deepened(arch: Arch, after: int, count: int) -> Arch:
   field = "hidden" if arch.kind == "mlp" else "channels"
   widths = list(getattr(arch, field))
   if not isinstance(after, int) or not 0 <= after < len(widths):
-    raise ValueError(f"deepen after {after} is outside 0..{len(widths) - 1}, the "
-                     f"{len(widths)} layers")
+    raise ValueError(
+        f"deepen after {after} is outside 0..{len(widths) - 1}, the " f"{len(widths)} layers"
+    )
   if not isinstance(count, int) or count < 1:
     raise ValueError(f"deepen count must be a positive integer, got {count}")
-  widths[after + 1:after + 1] = [widths[after]] * count
+  widths[after + 1 : after + 1] = [widths[after]] * count
   return dataclasses.replace(arch, **{field: tuple(widths)})
 
 
@@ -304,13 +322,18 @@ def step_groups(arch: Arch, step: dict) -> list[tuple[str, int]]:
     hidden = hidden_groups(arch)
     layer = step.get("layer")
     if not isinstance(layer, int) or not 0 <= layer < len(hidden):
-      raise ValueError(f"widen layer {layer} is outside 0..{len(hidden) - 1}, the "
-                       f"{arch.kind}'s hidden groups {hidden}")
+      raise ValueError(
+          f"widen layer {layer} is outside 0..{len(hidden) - 1}, the "
+          f"{arch.kind}'s hidden groups {hidden}"
+      )
     g = hidden[layer]
     return [(g, target_width(arch.groups()[g], step.get("width"), step.get("factor")))]
   if step["kind"] == "widen_all":
-    return [(g, target_width(w, step.get("width"), step.get("factor")))
-            for g, w in arch.groups().items() if g in hidden_groups(arch)]
+    return [
+        (g, target_width(w, step.get("width"), step.get("factor")))
+        for g, w in arch.groups().items()
+        if g in hidden_groups(arch)
+    ]
   return []
 
 
@@ -326,8 +349,9 @@ def apply_step(arch: Arch, step: dict, lineage: dict[str, str]) -> tuple[Arch, d
     after, count = step.get("after"), step.get("count", 1)
     new = deepened(arch, after, count)
     prefix = "hiddens_" if arch.kind == "mlp" else "convs_"
-    shift = lambda g: (f"{prefix}{int(g[len(prefix):]) + count}"
-                       if int(g[len(prefix):]) > after else g)
+    shift = lambda g: (
+        f"{prefix}{int(g[len(prefix):]) + count}" if int(g[len(prefix) :]) > after else g
+    )
     return new, {base: shift(g) for base, g in lineage.items()}
   raise ValueError(f"unknown expansion step kind {kind!r}; expected one of {STEP_KINDS}")
 

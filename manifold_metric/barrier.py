@@ -45,8 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from manifold_metric.probe import Probe
 from manifold_metric.permutations import PermSpec, take
+from manifold_metric.probe import Probe
 
 # tau / (eps * (L + sum |z dL/dz|)): barriers up to tau are reported as 0
 # (module docstring).
@@ -72,8 +72,7 @@ def loss_barrier(loss_fn, va, vb, alphas):
 
 def loss_curve(loss_fn, va, vb, alphas):
   """Loss along the linear path from vb (alpha=0) to va (alpha=1)."""
-  return jax.lax.map(lambda a: loss_fn(interpolate(va, vb, a)),
-                     jnp.asarray(alphas, jnp.float32))
+  return jax.lax.map(lambda a: loss_fn(interpolate(va, vb, a)), jnp.asarray(alphas, jnp.float32))
 
 
 def _midpoint(spec: PermSpec, variables, step):
@@ -143,9 +142,17 @@ def distinct_steps(walks: np.ndarray):
   return sigmas.astype(np.int32), (inverse.reshape(S, W * n) - start[:, None]).astype(np.int32)
 
 
-def barrier_sets(probe: Probe, spec: PermSpec, variables, batches, walks, seed_of=None,
-                 chunk: int | None = None, instance_chunk: int | None = None,
-                 with_resolution: bool = False):
+def barrier_sets(
+    probe: Probe,
+    spec: PermSpec,
+    variables,
+    batches,
+    walks,
+    seed_of=None,
+    chunk: int | None = None,
+    instance_chunk: int | None = None,
+    with_resolution: bool = False,
+):
   """|b(theta_i, theta_{i+1})| at alpha = 0.5 along every walk, for several
   models ("instances") at once, exactly 0 where at most the loss's resolution.
 
@@ -170,24 +177,41 @@ def barrier_sets(probe: Probe, spec: PermSpec, variables, batches, walks, seed_o
   """
   walks = np.asarray(walks)
   if walks.ndim != 4 or walks.shape[2] < 2 or walks.shape[3] != spec.size:
-    raise ValueError(f"walks must be (seeds, walks, n + 1, {spec.size}) permutations with "
-                     f"n >= 1, got shape {walks.shape}")
+    raise ValueError(
+        f"walks must be (seeds, walks, n + 1, {spec.size}) permutations with "
+        f"n >= 1, got shape {walks.shape}"
+    )
   S, W, n1, _ = walks.shape
   seed_of = np.arange(S) if seed_of is None else np.asarray(seed_of)
   chunk = default_chunk() if chunk is None else chunk
   if chunk < 1 or (instance_chunk is not None and instance_chunk < 1):
     raise ValueError(f"chunk and instance_chunk must be positive, got {chunk}, {instance_chunk}")
   sigmas, inverse = distinct_steps(walks)
-  b, tau = _instance_barriers(probe, spec, variables, batches, jnp.asarray(sigmas),
-                              jnp.asarray(seed_of, jnp.int32), chunk,
-                              chunk if instance_chunk is None else instance_chunk)
+  b, tau = _instance_barriers(
+      probe,
+      spec,
+      variables,
+      batches,
+      jnp.asarray(sigmas),
+      jnp.asarray(seed_of, jnp.int32),
+      chunk,
+      chunk if instance_chunk is None else instance_chunk,
+  )
   b = np.take_along_axis(np.asarray(b), inverse[seed_of], axis=1).reshape(len(seed_of), W, n1 - 1)
   return (b, np.asarray(tau)) if with_resolution else b
 
 
 @functools.partial(jax.jit, static_argnames=("probe", "spec", "chunk", "instance_chunk"))
-def _instance_barriers(probe: Probe, spec: PermSpec, variables, batches, sigmas, seed_of,
-                       chunk: int, instance_chunk: int):
+def _instance_barriers(
+    probe: Probe,
+    spec: PermSpec,
+    variables,
+    batches,
+    sigmas,
+    seed_of,
+    chunk: int,
+    instance_chunk: int,
+):
   """_step_barriers of every instance against its seed's batch and steps,
   with its resolution."""
 
@@ -196,8 +220,9 @@ def _instance_barriers(probe: Probe, spec: PermSpec, variables, batches, sigmas,
     batch = jax.tree.map(lambda a: a[s], batches)
     return _step_barriers(probe, spec, v, batch, sigmas[s], chunk)
 
-  return jax.lax.map(one, (variables, seed_of),
-                     batch_size=None if instance_chunk == 1 else instance_chunk)
+  return jax.lax.map(
+      one, (variables, seed_of), batch_size=None if instance_chunk == 1 else instance_chunk
+  )
 
 
 def _step_barriers(probe: Probe, spec: PermSpec, variables, batch, sigmas, chunk: int):
@@ -228,7 +253,9 @@ def _resolution(probe: Probe, variables, z, batch, loss, eps=None):
   eps: the machine epsilon of the loss's dtype unless given."""
   dz = jax.grad(lambda z_: probe.head(variables, z_, batch))(z)
   eps = jnp.finfo(loss.dtype).eps if eps is None else eps
-  sensitivity = sum(jnp.sum(jnp.abs(a * g)) for a, g in zip(jax.tree.leaves(z), jax.tree.leaves(dz)))
+  sensitivity = sum(
+      jnp.sum(jnp.abs(a * g)) for a, g in zip(jax.tree.leaves(z), jax.tree.leaves(dz))
+  )
   return RESOLUTION * eps * (jnp.abs(loss) + sensitivity)
 
 

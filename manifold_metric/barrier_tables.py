@@ -22,6 +22,7 @@ from manifold_metric import archs, barrier, permutations, probe, tracks, walks
 class Models:
   """Models of one architecture: instance i is the model of seed
   seeds[seed_of[i]] at `epochs[i]`, variables stacked over instances."""
+
   expansion: str
   arch: archs.Arch
   variables: object
@@ -30,9 +31,18 @@ class Models:
   lineage: dict  # the base's group name -> this model's
 
 
-def table(models: list[Models], ds: dict, *, setting: str, seeds, groups, n: int,
-          batch_size: int, chunk: int | None = None,
-          instance_chunk: int | None = None) -> pd.DataFrame:
+def table(
+    models: list[Models],
+    ds: dict,
+    *,
+    setting: str,
+    seeds,
+    groups,
+    n: int,
+    batch_size: int,
+    chunk: int | None = None,
+    instance_chunk: int | None = None,
+) -> pd.DataFrame:
   """Algorithm 1's n barriers |b_i| of every model, group and walk.
 
   Args:
@@ -62,31 +72,54 @@ def table(models: list[Models], ds: dict, *, setting: str, seeds, groups, n: int
     for group in groups:
       name = m.lineage[group]
       spec = probe.spec(m.arch, name)
-      b, tau = barrier.barrier_sets(probe.probe(m.arch, name), spec, m.variables, batches,
-                                    walks.seed_walks(seeds, spec.size, n), m.seed_of, chunk,
-                                    instance_chunk, with_resolution=True)
+      b, tau = barrier.barrier_sets(
+          probe.probe(m.arch, name),
+          spec,
+          m.variables,
+          batches,
+          walks.seed_walks(seeds, spec.size, n),
+          m.seed_of,
+          chunk,
+          instance_chunk,
+          with_resolution=True,
+      )
       if not np.all(np.isfinite(b)):
         i = int(np.argwhere(~np.isfinite(b))[0][0])
-        raise RuntimeError(f"{m.expansion} seed {seeds[m.seed_of[i]]} epoch {m.epochs[i]}: "
-                           "non-finite barriers: the model is diverged")
+        raise RuntimeError(
+            f"{m.expansion} seed {seeds[m.seed_of[i]]} epoch {m.epochs[i]}: "
+            "non-finite barriers: the model is diverged"
+        )
       I, W, _ = b.shape
-      rows.append(pd.DataFrame({
-          "setting": setting, "model": m.arch.kind, "expansion": m.expansion, "group": group,
-          "walk": np.tile(np.repeat(walks.WALKS, n), I),
-          "seed": np.repeat(seeds[m.seed_of], W * n), "epoch": np.repeat(m.epochs, W * n),
-          "node": np.tile(np.arange(1, n + 1), I * W), "barrier": b.reshape(-1),
-          "resolution": np.repeat(tau, W * n)}))
+      rows.append(
+          pd.DataFrame(
+              {
+                  "setting": setting,
+                  "model": m.arch.kind,
+                  "expansion": m.expansion,
+                  "group": group,
+                  "walk": np.tile(np.repeat(walks.WALKS, n), I),
+                  "seed": np.repeat(seeds[m.seed_of], W * n),
+                  "epoch": np.repeat(m.epochs, W * n),
+                  "node": np.tile(np.arange(1, n + 1), I * W),
+                  "barrier": b.reshape(-1),
+                  "resolution": np.repeat(tau, W * n),
+              }
+          )
+      )
       done += 1
       elapsed = time.time() - start
-      print(f"{m.expansion} {group} ({I} models, n={n}): mean |b| {b.mean():.3g} "
-            f"({elapsed:.0f}s, about {elapsed / done * (total - done):.0f}s left)",
-            file=sys.stderr, flush=True)
+      print(
+          f"{m.expansion} {group} ({I} models, n={n}): mean |b| {b.mean():.3g} "
+          f"({elapsed:.0f}s, about {elapsed / done * (total - done):.0f}s left)",
+          file=sys.stderr,
+          flush=True,
+      )
   return pd.concat(rows, ignore_index=True)
 
 
-
-def loss_curves(arch: archs.Arch, variables, ds: dict, *, seeds, pairs: int, alphas,
-                batch_size: int) -> pd.DataFrame:
+def loss_curves(
+    arch: archs.Arch, variables, ds: dict, *, seeds, pairs: int, alphas, batch_size: int
+) -> pd.DataFrame:
   """Figure 1's data: the loss on each seed's metric batch along the linear
   path between each of the first `pairs` consecutive nodes of the seed's
   walk (the paper's, first group), for every seed's model at once.
@@ -110,12 +143,23 @@ def loss_curves(arch: archs.Arch, variables, ds: dict, *, seeds, pairs: int, alp
   @jax.jit
   def curves(v, batch, nodes):
     def pair(a, b):
-      return barrier.loss_curve(lambda w: loss(w, batch), permutations.permute(spec, v, a),
-                                permutations.permute(spec, v, b), alphas)
+      return barrier.loss_curve(
+          lambda w: loss(w, batch),
+          permutations.permute(spec, v, a),
+          permutations.permute(spec, v, b),
+          alphas,
+      )
+
     return jax.vmap(pair)(nodes[1:], nodes[:-1])
 
   out = np.asarray(jax.vmap(curves)(variables, batches, jnp.asarray(nodes)))  # (S, pairs, A)
   S, P, A = out.shape
-  return pd.DataFrame({"seed": np.repeat(seeds, P * A), "width": spec.size,
-                       "pair": np.tile(np.repeat(np.arange(P), A), S),
-                       "alpha": np.tile(alphas, S * P), "loss": out.reshape(-1)})
+  return pd.DataFrame(
+      {
+          "seed": np.repeat(seeds, P * A),
+          "width": spec.size,
+          "pair": np.tile(np.repeat(np.arange(P), A), S),
+          "alpha": np.tile(alphas, S * P),
+          "loss": out.reshape(-1),
+      }
+  )

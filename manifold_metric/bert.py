@@ -19,7 +19,6 @@ permutation is a permutation of one axis.
 import functools
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -51,6 +50,7 @@ class SelfAttention(nn.Module):
 
 class EncoderLayer(nn.Module):
   """Post-LN layer, split where the FFN's intermediate neurons live."""
+
   heads: int
   head_dim: int
   ffn: int
@@ -83,6 +83,7 @@ class BERT(nn.Module):
 
   __call__ = encode o embed = head(stem(ids, i), ids, i) for every layer i.
   """
+
   vocab_size: int
   max_len: int
   hidden: int
@@ -102,7 +103,7 @@ class BERT(nn.Module):
     """The input of layer 0."""
     if ids.shape[-1] > self.max_len:
       raise ValueError(f"sequence length {ids.shape[-1]} exceeds max_len {self.max_len}")
-    return self.ln(self.tokens(ids) + self.positions[:ids.shape[-1]])
+    return self.ln(self.tokens(ids) + self.positions[: ids.shape[-1]])
 
   def mlm(self, x, positions=None):
     if positions is not None:  # only these flat positions (a loss's masked ones)
@@ -132,7 +133,7 @@ class BERT(nn.Module):
     barrier.barrier_set it is loop-invariant and XLA hoists it out of the loop
     (checked in the compiled HLO)."""
     x = self.layers[layer].contract(self._residual(ids, layer), z)
-    for lyr in self.layers[layer + 1:]:
+    for lyr in self.layers[layer + 1 :]:
       x = lyr(x)
     return self.mlm(x, positions)
 
@@ -164,7 +165,7 @@ def mlm_loss(logits, labels, weights):
 
 
 def neuron_groups(arch: archs.BERT) -> dict[str, PermSpec]:
-  """"ffn_<i>" (layer i's FFN intermediate neurons) for every layer, then
+  """ "ffn_<i>" (layer i's FFN intermediate neurons) for every layer, then
   "heads_0" (layer 0's attention heads; permutable, never widened), as
   `arch.groups()` names them. FFN group i's stem output is layer i's
   pre-activation (stem_axis -1, see `stem`); the heads' stem is the embedding
@@ -173,14 +174,25 @@ def neuron_groups(arch: archs.BERT) -> dict[str, PermSpec]:
   groups = {}
   for i in range(arch.layers):
     p = f"params/layers_{i}"
-    groups[f"ffn_{i}"] = PermSpec(sizes[f"ffn_{i}"], (
-        Axis(f"{p}/ffn_in/kernel", 1), Axis(f"{p}/ffn_in/bias", 0),
-        Axis(f"{p}/ffn_out/kernel", 0, "in")), -1)
+    groups[f"ffn_{i}"] = PermSpec(
+        sizes[f"ffn_{i}"],
+        (
+            Axis(f"{p}/ffn_in/kernel", 1),
+            Axis(f"{p}/ffn_in/bias", 0),
+            Axis(f"{p}/ffn_out/kernel", 0, "in"),
+        ),
+        -1,
+    )
   p = "params/layers_0/attention"
-  groups["heads_0"] = PermSpec(arch.heads, (
-      *(Axis(f"{p}/{n}/kernel", 1) for n in ("query", "key", "value")),
-      *(Axis(f"{p}/{n}/bias", 0) for n in ("query", "key", "value")),
-      Axis(f"{p}/out/kernel", 0)), None)
+  groups["heads_0"] = PermSpec(
+      arch.heads,
+      (
+          *(Axis(f"{p}/{n}/kernel", 1) for n in ("query", "key", "value")),
+          *(Axis(f"{p}/{n}/bias", 0) for n in ("query", "key", "value")),
+          Axis(f"{p}/out/kernel", 0),
+      ),
+      None,
+  )
   return groups
 
 

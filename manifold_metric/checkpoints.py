@@ -17,8 +17,11 @@ from manifold_metric.files import InputError, atomic_path
 
 def save_checkpoint(path, arch, variables, meta: dict | None = None) -> None:
   """One msgpack file: the architecture (`archs.to_dict`), variables, metadata."""
-  state = {"arch": json.dumps(archs.to_dict(arch)), "meta": json.dumps(meta or {}),
-           "variables": jax.tree.map(np.asarray, serialization.to_state_dict(variables))}
+  state = {
+      "arch": json.dumps(archs.to_dict(arch)),
+      "meta": json.dumps(meta or {}),
+      "variables": jax.tree.map(np.asarray, serialization.to_state_dict(variables)),
+  }
   with atomic_path(path) as tmp, open(tmp, "wb") as f:
     f.write(serialization.msgpack_serialize(state))
 
@@ -29,13 +32,18 @@ def load_checkpoint(path):
   try:
     with open(path, "rb") as f:
       state = serialization.msgpack_restore(f.read())
-    return (archs.from_dict(json.loads(state["arch"])), state["variables"],
-            json.loads(state["meta"]))
+    return (
+        archs.from_dict(json.loads(state["arch"])),
+        state["variables"],
+        json.loads(state["meta"]),
+    )
   except FileNotFoundError:
     raise InputError(f"checkpoint {path} does not exist") from None
   except Exception as e:  # msgpack raises many types on truncated input
-    raise InputError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: "
-                     f"{e}); delete it and rerun the workflow to rebuild it") from e
+    raise InputError(
+        f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: "
+        f"{e}); delete it and rerun the workflow to rebuild it"
+    ) from e
 
 
 def model_of(variables, i: int = 0):
@@ -60,7 +68,12 @@ def load_stacked(paths):
   arch = loaded[0][0]
   for path, (a, _, _) in zip(paths, loaded):
     if a != arch:
-      raise InputError(f"checkpoint {path} holds {a}, not {arch} like {paths[0]}; delete it "
-                       "and rerun the workflow to rebuild it")
-  return arch, jax.tree.map(lambda *v: np.stack(v), *(v for _, v, _ in loaded)), [
-      m for _, _, m in loaded]
+      raise InputError(
+          f"checkpoint {path} holds {a}, not {arch} like {paths[0]}; delete it "
+          "and rerun the workflow to rebuild it"
+      )
+  return (
+      arch,
+      jax.tree.map(lambda *v: np.stack(v), *(v for _, v, _ in loaded)),
+      [m for _, _, m in loaded],
+  )

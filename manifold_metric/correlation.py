@@ -6,14 +6,13 @@ one (setting, seed, epoch) group, then averaged over seeds.
 """
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-_FUNCS = {"kendall": stats.kendalltau, "spearman": stats.spearmanr,
-          "pearson": stats.pearsonr}
+_FUNCS = {"kendall": stats.kendalltau, "spearman": stats.spearmanr, "pearson": stats.pearsonr}
 METHODS = tuple(_FUNCS)
 
 # Scores agreeing to this fraction of the group's largest magnitude are ties:
@@ -56,9 +55,13 @@ def rank_correlation(a, b, method: str = "kendall") -> float:
   return float(_FUNCS[method](a, b).statistic)
 
 
-def correlations(df: pd.DataFrame, score_cols: Sequence[str], target_col: str,
-                 by: Sequence[str] = ("setting", "seed", "epoch"),
-                 methods: Sequence[str] = METHODS) -> pd.DataFrame:
+def correlations(
+    df: pd.DataFrame,
+    score_cols: Sequence[str],
+    target_col: str,
+    by: Sequence[str] = ("setting", "seed", "epoch"),
+    methods: Sequence[str] = METHODS,
+) -> pd.DataFrame:
   """Per group of `by` (rows = candidate expansions), the correlation of each
   score column with `target_col` across the group's rows.
 
@@ -86,13 +89,21 @@ def _bootstrap(values: np.ndarray, level: float) -> tuple[float, float]:
     return math.nan, math.nan
   if np.all(values == values[0]):
     return float(values[0]), float(values[0])
-  ci = stats.bootstrap((values,), np.mean, confidence_level=level, n_resamples=RESAMPLES,
-                       method="percentile", vectorized=True, rng=np.random.default_rng(0))
+  ci = stats.bootstrap(
+      (values,),
+      np.mean,
+      confidence_level=level,
+      n_resamples=RESAMPLES,
+      method="percentile",
+      vectorized=True,
+      rng=np.random.default_rng(0),
+  )
   return float(ci.confidence_interval.low), float(ci.confidence_interval.high)
 
 
-def summarize(corr_df: pd.DataFrame, level: float = 0.95,
-              baselines: Sequence[str] = BASELINES) -> pd.DataFrame:
+def summarize(
+    corr_df: pd.DataFrame, level: float = 0.95, baselines: Sequence[str] = BASELINES
+) -> pd.DataFrame:
   """Over seeds, per combination of the other columns (setting, metric,
   method, epoch): mean and std (ddof=1) of the defined values, count (seeds
   where the correlation is defined), seeds (all seeds), and the `level`
@@ -108,30 +119,48 @@ def summarize(corr_df: pd.DataFrame, level: float = 0.95,
   """
   keys = [c for c in corr_df.columns if c not in ("seed", "value")]
   rows = []
-  base = {b: corr_df[(corr_df.metric == b) & (corr_df.epoch == 0)].set_index(
-      ["setting", "method", "seed"]).value for b in baselines if b in set(corr_df.metric)}
+  base = {
+      b: corr_df[(corr_df.metric == b) & (corr_df.epoch == 0)]
+      .set_index(["setting", "method", "seed"])
+      .value
+      for b in baselines
+      if b in set(corr_df.metric)
+  }
   for key, group in corr_df.groupby(keys, sort=False, dropna=False):
     values = group.value.to_numpy(np.float64)
     defined = values[np.isfinite(values)]
     row = dict(zip(keys, key))
     low, high = _bootstrap(defined, level)
-    row.update(mean=defined.mean() if len(defined) else math.nan,
-               std=defined.std(ddof=1) if len(defined) > 1 else math.nan,
-               count=len(defined), seeds=len(values), ci_low=low, ci_high=high)
+    row.update(
+        mean=defined.mean() if len(defined) else math.nan,
+        std=defined.std(ddof=1) if len(defined) > 1 else math.nan,
+        count=len(defined),
+        seeds=len(values),
+        ci_low=low,
+        ci_high=high,
+    )
     for b, tau in base.items():
-      other = tau.reindex(pd.MultiIndex.from_arrays(
-          [group.setting, group.method, group.seed])).to_numpy(np.float64)
+      other = tau.reindex(
+          pd.MultiIndex.from_arrays([group.setting, group.method, group.seed])
+      ).to_numpy(np.float64)
       d = values - other
       d = d[np.isfinite(d)]
       low, high = _bootstrap(d, level)
-      row.update({f"minus_{b}": d.mean() if len(d) else math.nan, f"minus_{b}_low": low,
-                  f"minus_{b}_high": high, f"minus_{b}_count": len(d)})
+      row.update(
+          {
+              f"minus_{b}": d.mean() if len(d) else math.nan,
+              f"minus_{b}_low": low,
+              f"minus_{b}_high": high,
+              f"minus_{b}_count": len(d),
+          }
+      )
     rows.append(row)
   return pd.DataFrame(rows)
 
 
-def score_table(metrics: pd.DataFrame, scores: pd.DataFrame | None, main_q: float,
-                main_n: int) -> pd.DataFrame:
+def score_table(
+    metrics: pd.DataFrame, scores: pd.DataFrame | None, main_q: float, main_n: int
+) -> pd.DataFrame:
   """Every score of every candidate beside its G_T*, one row per (setting,
   expansion, seed, epoch).
 
@@ -180,9 +209,13 @@ def setting_correlations(table: pd.DataFrame, once: Sequence[str] = ()) -> pd.Da
   """
   keys = ["setting", "expansion", "seed", "epoch"]
   every = [c for c in table.columns if c not in [*keys, "gain_best", *once]]
-  return pd.concat([correlations(table, every, "gain_best"),
-                    correlations(table[table.epoch == 0], list(once), "gain_best")],
-                   ignore_index=True)
+  return pd.concat(
+      [
+          correlations(table, every, "gain_best"),
+          correlations(table[table.epoch == 0], list(once), "gain_best"),
+      ],
+      ignore_index=True,
+  )
 
 
 def sensitivity(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -201,11 +234,11 @@ def sensitivity(metrics: pd.DataFrame) -> pd.DataFrame:
     wide = t.pivot_table(index=keys, columns=["q", "n"], values="M")
     wide.columns = [f"{q:g}|{n}" for q, n in wide.columns]
     grid = wide.join(t.drop_duplicates(keys).set_index(keys)[["gain_best"]]).reset_index()
-    sens = correlations(grid, [c for c in grid.columns if "|" in str(c)], "gain_best",
-                        methods=("kendall",))
+    sens = correlations(
+        grid, [c for c in grid.columns if "|" in str(c)], "gain_best", methods=("kendall",)
+    )
     qn = sens.metric.str.split("|", expand=True)
-    sens = sens.assign(walk=walk, q=qn[0].astype(float), n=qn[1].astype(int)).drop(
-        columns="metric")
+    sens = sens.assign(walk=walk, q=qn[0].astype(float), n=qn[1].astype(int)).drop(columns="metric")
     zero = t.groupby(["seed", "q", "n"]).lambda_zero.any().rename("lambda_zero").reset_index()
     out.append(sens.merge(zero, on=["seed", "q", "n"], how="left"))
   return pd.concat(out, ignore_index=True)

@@ -31,10 +31,14 @@ def _fashion_hint(data_dir) -> str:
   if os.path.abspath(data_dir) != FASHION_MNIST_DIR:
     return f"put the IDX files from {_FASHION_URL} in {data_dir}"
   if os.path.isdir(FASHION_MNIST_DIR):
-    return ("Debian's dataset-fashion-mnist is installed but its files are incomplete: "
-            "reinstall it (apt-get install --reinstall dataset-fashion-mnist)")
-  return ("install Debian's package (apt-get install dataset-fashion-mnist), or use the "
-          "subset shipped with the package (dataset path: bundled)")
+    return (
+        "Debian's dataset-fashion-mnist is installed but its files are incomplete: "
+        "reinstall it (apt-get install --reinstall dataset-fashion-mnist)"
+    )
+  return (
+      "install Debian's package (apt-get install dataset-fashion-mnist), or use the "
+      "subset shipped with the package (dataset path: bundled)"
+  )
 
 
 # IDX (Fashion-MNIST) ------------------------------------------------------------------
@@ -47,28 +51,35 @@ def read_idx(path, ndim: int) -> np.ndarray:
     with open(path, "rb") as f:
       raw = f.read()
   except OSError as e:
-    raise InputError(f"cannot read IDX file {path} ({type(e).__name__}: {e}); "
-                     f"{hint}") from e
+    raise InputError(f"cannot read IDX file {path} ({type(e).__name__}: {e}); " f"{hint}") from e
   if raw[:2] == b"\x1f\x8b":
     try:
       raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-      raise InputError(f"IDX file {path} is a truncated or corrupt gzip file "
-                       f"({type(e).__name__}: {e}); {hint}") from e
+      raise InputError(
+          f"IDX file {path} is a truncated or corrupt gzip file "
+          f"({type(e).__name__}: {e}); {hint}"
+      ) from e
   # Magic: two zero bytes, type code 0x08 (unsigned byte), number of dimensions.
   magic = bytes([0, 0, 8, ndim])
   if raw[:4] != magic:
-    raise InputError(f"IDX file {path} starts with {raw[:4].hex()}, expected the magic "
-                     f"{magic.hex()} of a {ndim}-d uint8 IDX file; {hint}")
+    raise InputError(
+        f"IDX file {path} starts with {raw[:4].hex()}, expected the magic "
+        f"{magic.hex()} of a {ndim}-d uint8 IDX file; {hint}"
+    )
   header = 4 + 4 * ndim
   if len(raw) < header:
-    raise InputError(f"IDX file {path} is truncated: {len(raw)} bytes, shorter than its "
-                     f"{header}-byte header; {hint}")
+    raise InputError(
+        f"IDX file {path} is truncated: {len(raw)} bytes, shorter than its "
+        f"{header}-byte header; {hint}"
+    )
   shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
   size = int(np.prod(shape))
   if len(raw) - header != size:
-    raise InputError(f"IDX file {path} has {len(raw) - header} data bytes, expected "
-                     f"{size} for shape {shape} (truncated or corrupt); {hint}")
+    raise InputError(
+        f"IDX file {path} has {len(raw) - header} data bytes, expected "
+        f"{size} for shape {shape} (truncated or corrupt); {hint}"
+    )
   return np.frombuffer(raw, np.uint8, size, header).reshape(shape)
 
 
@@ -77,8 +88,10 @@ def _idx_path(data_dir, stem):
     path = os.path.join(data_dir, name)
     if os.path.exists(path):
       return path
-  raise InputError(f"expected Fashion-MNIST IDX file {stem}.gz (or {stem}) in {data_dir}; "
-                   f"{_fashion_hint(data_dir)}")
+  raise InputError(
+      f"expected Fashion-MNIST IDX file {stem}.gz (or {stem}) in {data_dir}; "
+      f"{_fashion_hint(data_dir)}"
+  )
 
 
 def _fashion_mnist_part(data_dir, prefix):
@@ -87,8 +100,9 @@ def _fashion_mnist_part(data_dir, prefix):
   labels_path = _idx_path(data_dir, f"{prefix}-labels-idx1-ubyte")
   x, y = read_idx(images_path, 3), read_idx(labels_path, 1)
   if len(x) != len(y):
-    raise InputError(f"{images_path} holds {len(x)} images but {labels_path} holds {len(y)} "
-                     f"labels; {hint}")
+    raise InputError(
+        f"{images_path} holds {len(x)} images but {labels_path} holds {len(y)} " f"labels; {hint}"
+    )
   if len(y) and y.max() >= 10:
     raise InputError(f"{labels_path}: labels range up to {y.max()}, expected 0..9; {hint}")
   return x[..., None], y
@@ -105,15 +119,23 @@ class _BatchUnpickler(pickle.Unpickler):
   Any other global is refused before it is looked up, so a crafted file
   fails instead of running its payload.
   """
-  ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
-             for n in ("_reconstruct", "scalar")} | {
-                 (m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")} | {
-                 ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+  ALLOWED = (
+      {
+          (m, n)
+          for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+          for n in ("_reconstruct", "scalar")
+      }
+      | {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")}
+      | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+  )
 
   def find_class(self, module, name):
     if (module, name) not in self.ALLOWED:
-      raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds "
-                                   "only numpy arrays, lists, dicts and strings")
+      raise pickle.UnpicklingError(
+          f"refusing to load {module}.{name}: a CIFAR batch holds "
+          "only numpy arrays, lists, dicts and strings"
+      )
     return super().find_class(module, name)
 
 
@@ -124,50 +146,76 @@ def _cifar_part(path, label_key, num_classes, what):
       d = _BatchUnpickler(f, encoding="bytes").load()
     data, labels = d[b"data"], np.asarray(d[label_key])
   except Exception as e:  # unpickling a truncated or foreign file raises many types
-    raise InputError(f"{path} is not a CIFAR python batch (a pickled dict with keys b'data' "
-                     f"and {label_key!r}): {type(e).__name__}: {e}; {what}") from e
-  if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-          and data.shape[1] == 3072):
-    raise InputError(f"{path}: b'data' is {type(data).__name__} "
-                     f"{getattr(data, 'dtype', '')}{getattr(data, 'shape', '')}, "
-                     f"expected uint8 (N, 3072); {what}")
+    raise InputError(
+        f"{path} is not a CIFAR python batch (a pickled dict with keys b'data' "
+        f"and {label_key!r}): {type(e).__name__}: {e}; {what}"
+    ) from e
+  if not (
+      isinstance(data, np.ndarray)
+      and data.dtype == np.uint8
+      and data.ndim == 2
+      and data.shape[1] == 3072
+  ):
+    raise InputError(
+        f"{path}: b'data' is {type(data).__name__} "
+        f"{getattr(data, 'dtype', '')}{getattr(data, 'shape', '')}, "
+        f"expected uint8 (N, 3072); {what}"
+    )
   if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
-    raise InputError(f"{path}: {label_key!r} has shape {labels.shape} and dtype {labels.dtype}, "
-                     f"expected {len(data)} integer labels; {what}")
+    raise InputError(
+        f"{path}: {label_key!r} has shape {labels.shape} and dtype {labels.dtype}, "
+        f"expected {len(data)} integer labels; {what}"
+    )
   if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-    raise InputError(f"{path}: labels range over [{labels.min()}, {labels.max()}], expected "
-                     f"[0, {num_classes}); {what}")
+    raise InputError(
+        f"{path}: labels range over [{labels.min()}, {labels.max()}], expected "
+        f"[0, {num_classes}); {what}"
+    )
   # Each row is the R, G and B planes of a 32x32 image, each row-major.
   return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)), labels
 
 
 def _cifar(name, data_dir, test):
   if data_dir is None:
-    raise ValueError(f"{name} needs data_dir: the directory with the CIFAR python version "
-                     f"from {_CIFAR_URL}")
+    raise ValueError(
+        f"{name} needs data_dir: the directory with the CIFAR python version " f"from {_CIFAR_URL}"
+    )
   if name == "cifar10":
     sub, title, train_files, test_file, label_key = (
-        "cifar-10-batches-py", "CIFAR-10", [f"data_batch_{i}" for i in range(1, 6)],
-        "test_batch", b"labels")
+        "cifar-10-batches-py",
+        "CIFAR-10",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        b"labels",
+    )
     num_classes = 10
   else:
     sub, title, train_files, test_file, label_key = (
-        "cifar-100-python", "CIFAR-100", ["train"], "test", b"fine_labels")
+        "cifar-100-python",
+        "CIFAR-100",
+        ["train"],
+        "test",
+        b"fine_labels",
+    )
     num_classes = 100
   data_dir = os.fspath(data_dir)
   if os.path.isdir(os.path.join(data_dir, sub)):
     data_dir = os.path.join(data_dir, sub)
   files = train_files + ([test_file] if test else [])
-  what = (f"expected {title} python batches {', '.join(files)} in {data_dir} (from {_CIFAR_URL}, "
-          f"'{title} python version', which unpacks to {sub}/)")
+  what = (
+      f"expected {title} python batches {', '.join(files)} in {data_dir} (from {_CIFAR_URL}, "
+      f"'{title} python version', which unpacks to {sub}/)"
+  )
   missing = [f for f in files if not os.path.exists(os.path.join(data_dir, f))]
   if missing:
     raise InputError(f"{what}; missing {', '.join(missing)}")
-  parts = [_cifar_part(os.path.join(data_dir, f), label_key, num_classes, what)
-           for f in train_files]
+  parts = [
+      _cifar_part(os.path.join(data_dir, f), label_key, num_classes, what) for f in train_files
+  ]
   x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-  test_part = (_cifar_part(os.path.join(data_dir, test_file), label_key, num_classes, what)
-               if test else None)
+  test_part = (
+      _cifar_part(os.path.join(data_dir, test_file), label_key, num_classes, what) if test else None
+  )
   return x, y, 255, num_classes, test_part
 
 
@@ -186,8 +234,9 @@ def split(y, val_fraction: float, seed: int):
   ys = y[perm]
   counts = np.bincount(ys)
   rank = np.empty(len(y), np.int64)  # rank of each example within its class, in perm order
-  rank[np.argsort(ys, kind="stable")] = (np.arange(len(y))
-                                         - np.repeat(np.cumsum(counts) - counts, counts))
+  rank[np.argsort(ys, kind="stable")] = np.arange(len(y)) - np.repeat(
+      np.cumsum(counts) - counts, counts
+  )
   is_val = rank < np.rint(val_fraction * counts).astype(np.int64)[ys]
   return perm[~is_val], perm[is_val]
 
@@ -202,7 +251,7 @@ def _channel_stats(raw, scale, chunk=1024):
   channels = raw.shape[-1]
   total, squares = 0.0, 0.0
   for i in range(0, len(raw), chunk):
-    x = _rows(raw[i:i + chunk]).astype(np.float64)
+    x = _rows(raw[i : i + chunk]).astype(np.float64)
     total += x.sum(axis=0)
     squares += np.square(x).sum(axis=0)
   n = raw.size // channels
@@ -237,8 +286,9 @@ def idx_count(path) -> int:
   return int(np.frombuffer(header, ">u4", 1, 4)[0])
 
 
-def max_train_examples(name: str, data_dir=None, *, val_fraction: float = 0.2,
-                       limit: int | None = None) -> int | None:
+def max_train_examples(
+    name: str, data_dir=None, *, val_fraction: float = 0.2, limit: int | None = None
+) -> int | None:
   """At most how many training examples `load` gives, read without loading
   the data (None if the files are not there yet): the stratified split puts
   round(val_fraction * count) of each class in validation.
@@ -271,8 +321,16 @@ def pool(images, factor: int) -> np.ndarray:
   return blocks.mean(axis=(2, 4), dtype=np.float32)
 
 
-def load(name: str, data_dir=None, *, val_fraction: float = 0.2, split_seed: int = 0,
-         limit: int | None = None, test: bool = False, pool_factor: int = 1) -> dict:
+def load(
+    name: str,
+    data_dir=None,
+    *,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    limit: int | None = None,
+    test: bool = False,
+    pool_factor: int = 1,
+) -> dict:
   """Loads, splits and standardizes dataset `name` (one of DATASETS).
 
   data_dir: where the files are (fashion_mnist defaults to FASHION_MNIST_DIR;
@@ -294,6 +352,7 @@ def load(name: str, data_dir=None, *, val_fraction: float = 0.2, split_seed: int
     # Imported here: scikit-learn takes seconds to import, and every workflow
     # job imports this module while only this source needs it.
     from sklearn.datasets import load_digits
+
     d = load_digits()
     x, y, scale, num_classes = d.images.astype(np.uint8)[..., None], d.target, 16, 10
   elif name == "fashion_mnist":
@@ -312,9 +371,13 @@ def load(name: str, data_dir=None, *, val_fraction: float = 0.2, split_seed: int
   train, val = split(y, val_fraction, split_seed)
   mean, std = _channel_stats(x[train], scale)
   train = train[:limit]
-  ds = {"x_train": _standardize(x[train], scale, mean, std), "y_train": y[train].astype(np.int32),
-        "x_val": _standardize(x[val], scale, mean, std), "y_val": y[val].astype(np.int32),
-        "num_classes": num_classes}
+  ds = {
+      "x_train": _standardize(x[train], scale, mean, std),
+      "y_train": y[train].astype(np.int32),
+      "x_val": _standardize(x[val], scale, mean, std),
+      "y_val": y[val].astype(np.int32),
+      "num_classes": num_classes,
+  }
   if test_part is not None:
     ds["x_test"] = _standardize(test_part[0], scale, mean, std)
     ds["y_test"] = test_part[1].astype(np.int32)
@@ -336,8 +399,10 @@ def _read_npz(path, read):
   except FileNotFoundError:
     raise InputError(f"dataset {path} does not exist") from None
   except Exception as e:  # zipfile and numpy raise many types on truncated input
-    raise InputError(f"dataset {path} is truncated or corrupt ({type(e).__name__}: {e}); "
-                     "delete it and rerun the workflow to rebuild it") from e
+    raise InputError(
+        f"dataset {path} is truncated or corrupt ({type(e).__name__}: {e}); "
+        "delete it and rerun the workflow to rebuild it"
+    ) from e
 
 
 def npz_keys(path) -> list[str]:
@@ -352,8 +417,10 @@ def load_npz(path, keys=KEYS) -> dict:
   ds = _read_npz(path, lambda z: {k: z[k] for k in z.files})
   missing = [k for k in keys if k not in ds]
   if missing:
-    raise InputError(f"dataset {path} lacks {', '.join(missing)}; delete it and rerun the "
-                     "workflow to rebuild it")
+    raise InputError(
+        f"dataset {path} lacks {', '.join(missing)}; delete it and rerun the "
+        "workflow to rebuild it"
+    )
   if "num_classes" in ds:
     ds["num_classes"] = int(ds["num_classes"])
   return ds

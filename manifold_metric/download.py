@@ -52,6 +52,7 @@ class Archive:
     accepts_parent: whether the loader also finds the files when given the
       parent of the top directory (CIFAR's does, WikiText's does not).
   """
+
   title: str
   url: str
   md5: str
@@ -70,21 +71,33 @@ class Archive:
 ARCHIVES = {
     # md5s as published on https://www.cs.toronto.edu/~kriz/cifar.html.
     "cifar10": Archive(
-        "CIFAR-10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        "c58f30108f718f92721af3b95e74349a", "cifar-10-python.tar.gz", "cifar-10-batches-py",
+        "CIFAR-10",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        "cifar-10-python.tar.gz",
+        "cifar-10-batches-py",
         {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
-        ("batches.meta",)),
+        ("batches.meta",),
+    ),
     "cifar100": Archive(
-        "CIFAR-100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python.tar.gz", "cifar-100-python",
-        {"train": ("train",), "test": ("test",)}, ("meta",)),
+        "CIFAR-100",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        "cifar-100-python.tar.gz",
+        "cifar-100-python",
+        {"train": ("train",), "test": ("test",)},
+        ("meta",),
+    ),
     # The md5 torchtext publishes for this archive.
     "wikitext": Archive(
         "WikiText-103",
         "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip",
-        "9ddaacaf6af0710eda8c456decff7832", "wikitext-103-v1.zip", "wikitext-103",
+        "9ddaacaf6af0710eda8c456decff7832",
+        "wikitext-103-v1.zip",
+        "wikitext-103",
         {s: (f"wiki.{s}.tokens",) for s in ("train", "valid", "test")},
-        accepts_parent=False),
+        accepts_parent=False,
+    ),
 }
 
 
@@ -117,14 +130,16 @@ class Layout:
       archive's top directory is unpacked to this path.
     archive: the path of the archive, beside `directory`.
   """
+
   directory: str
   archive: str
 
 
 def _archive(source: str) -> Archive:
   if source not in ARCHIVES:
-    raise ValueError(f"no archive known for source {source!r}; expected one of "
-                     f"{', '.join(ARCHIVES)}")
+    raise ValueError(
+        f"no archive known for source {source!r}; expected one of " f"{', '.join(ARCHIVES)}"
+    )
   return ARCHIVES[source]
 
 
@@ -168,11 +183,16 @@ def files(source: str, path, splits=None) -> list[str]:
   a = _archive(source)
   unknown = set(splits or ()) - set(a.splits)
   if unknown:
-    raise ValueError(f"unknown {a.title} splits {sorted(unknown)}; expected some of "
-                     f"{', '.join(a.splits)}")
+    raise ValueError(
+        f"unknown {a.title} splits {sorted(unknown)}; expected some of " f"{', '.join(a.splits)}"
+    )
   directory = layout(source, path).directory
-  return [os.path.join(directory, f) for s, names in a.splits.items()
-          if splits is None or s in splits for f in names]
+  return [
+      os.path.join(directory, f)
+      for s, names in a.splits.items()
+      if splits is None or s in splits
+      for f in names
+  ]
 
 
 def _mb(n):
@@ -206,8 +226,10 @@ class _Progress:
     rate = self.done / max(now - self.start, 1e-6)
     if self.total:
       left = (self.total - self.done) / rate if rate else float("inf")
-      line = (f"{_mb(self.done)} / {_mb(self.total)} ({100 * self.done / self.total:.0f}%), "
-              f"{_mb(rate)}/s, {left:.0f} s left")
+      line = (
+          f"{_mb(self.done)} / {_mb(self.total)} ({100 * self.done / self.total:.0f}%), "
+          f"{_mb(rate)}/s, {left:.0f} s left"
+      )
     else:
       line = f"{_mb(self.done)} of unknown size, {_mb(rate)}/s"
     print(f"{self.name}: {line}", file=self.out, flush=True)
@@ -221,8 +243,11 @@ class _Progress:
   def finish(self, size):
     """The closing line, with the size actually received."""
     took = time.monotonic() - self.start
-    print(f"{self.name}: {_mb(size)} in {took:.0f} s ({_mb(size / max(took, 1e-6))}/s)",
-          file=self.out, flush=True)
+    print(
+        f"{self.name}: {_mb(size)} in {took:.0f} s ({_mb(size / max(took, 1e-6))}/s)",
+        file=self.out,
+        flush=True,
+    )
 
 
 @contextlib.contextmanager
@@ -242,8 +267,12 @@ def _causes(e):
   seen = []
   while isinstance(e, BaseException) and e not in seen:
     seen.append(e)
-    e = (e.__cause__ or e.__context__ or getattr(e, "reason", None)
-         or (e.args[0] if e.args else None))
+    e = (
+        e.__cause__
+        or e.__context__
+        or getattr(e, "reason", None)
+        or (e.args[0] if e.args else None)
+    )
   return seen
 
 
@@ -262,8 +291,16 @@ def _reason(e, timeout):
   return os_errors[-1].strerror if os_errors else str(causes[-1]) or type(e).__name__
 
 
-def download(url: str, dest, md5: str, *, timeout: float | None = None,
-             by_hand: str | None = None, progress_every: float = 5.0, out=None) -> None:
+def download(
+    url: str,
+    dest,
+    md5: str,
+    *,
+    timeout: float | None = None,
+    by_hand: str | None = None,
+    progress_every: float = 5.0,
+    out=None,
+) -> None:
   """Downloads `url` to `dest` with pooch, verified, with progress on `out`.
 
   pooch streams the file to a temporary name beside `dest` and renames it to
@@ -296,14 +333,20 @@ def download(url: str, dest, md5: str, *, timeout: float | None = None,
   by_hand = by_hand or f"put it at {dest}"
 
   def error(cls, why):
-    return cls(f"cannot download {url} ({why}); download it by hand, check its md5 is "
-               f"{md5}, and {by_hand}")
+    return cls(
+        f"cannot download {url} ({why}); download it by hand, check its md5 is "
+        f"{md5}, and {by_hand}"
+    )
 
   if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
     raise error(NetworkError, "not an http or https address")
   progress = _Progress(os.path.basename(dest), progress_every, out)
-  http = pooch.HTTPDownloader(progressbar=progress, chunk_size=_CHUNK, timeout=timeout,
-                              headers={"User-Agent": "manifold-metric"})
+  http = pooch.HTTPDownloader(
+      progressbar=progress,
+      chunk_size=_CHUNK,
+      timeout=timeout,
+      headers={"User-Agent": "manifold-metric"},
+  )
 
   def fetch(url, output_file, instance):
     # pooch's downloader, with its failures told in our words; pooch removes
@@ -311,34 +354,48 @@ def download(url: str, dest, md5: str, *, timeout: float | None = None,
     try:
       http(url, output_file, instance)
     except requests.exceptions.HTTPError as e:
-      raise error(NetworkError, f"the server answered HTTP {e.response.status_code} "
-                  f"{e.response.reason}") from e
+      raise error(
+          NetworkError, f"the server answered HTTP {e.response.status_code} " f"{e.response.reason}"
+      ) from e
     except requests.exceptions.RequestException as e:
       if progress.total is None:  # no answer at all: the same as without network
         raise error(NetworkError, _reason(e, timeout)) from e
       got = os.path.getsize(output_file)
       why = f"no data for {timeout:g} s" if _timed_out(e) else type(_causes(e)[-1]).__name__
-      raise error(IncompleteDownloadError, f"the connection dropped after {got} of "
-                  f"{progress.total or 'an unknown number of'} bytes: {why}") from e
+      raise error(
+          IncompleteDownloadError,
+          f"the connection dropped after {got} of "
+          f"{progress.total or 'an unknown number of'} bytes: {why}",
+      ) from e
     # pooch checks the md5 too, before renaming; here to name the md5 found.
     actual = pooch.file_hash(output_file, alg="md5")
     if actual != md5:
-      raise error(ChecksumError, f"the file has md5 {actual}, expected {md5}: corrupt in "
-                  "transit or not the expected archive")
+      raise error(
+          ChecksumError,
+          f"the file has md5 {actual}, expected {md5}: corrupt in "
+          "transit or not the expected archive",
+      )
     progress.finish(os.path.getsize(output_file))
 
   print(f"downloading {url} to {dest}", file=out, flush=True)
   with _quiet_pooch():
-    pooch.retrieve(url, f"md5:{md5}", fname=os.path.basename(dest),
-                   path=os.path.dirname(os.path.abspath(dest)), downloader=fetch)
+    pooch.retrieve(
+        url,
+        f"md5:{md5}",
+        fname=os.path.basename(dest),
+        path=os.path.dirname(os.path.abspath(dest)),
+        downloader=fetch,
+    )
 
 
 def _check_name(name, archive):
   """Refuses a member name that is absolute or climbs out of the target."""
   parts = name.replace("\\", "/").split("/")
   if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
-    raise ArchiveError(f"archive {archive} holds the unsafe path {name!r} (absolute or "
-                       "with '..'); refusing to unpack it")
+    raise ArchiveError(
+        f"archive {archive} holds the unsafe path {name!r} (absolute or "
+        "with '..'); refusing to unpack it"
+    )
 
 
 def _check_tar(archive):
@@ -348,8 +405,10 @@ def _check_tar(archive):
     for m in t.getmembers():
       _check_name(m.name, archive)
       if not (m.isfile() or m.isdir()) or m.mode & (stat.S_ISUID | stat.S_ISGID):
-        raise ArchiveError(f"archive {archive} holds {m.name!r}, which is a link, a device "
-                           "or a setuid file; refusing to unpack it")
+        raise ArchiveError(
+            f"archive {archive} holds {m.name!r}, which is a link, a device "
+            "or a setuid file; refusing to unpack it"
+        )
 
 
 def _check_zip(archive):
@@ -358,8 +417,9 @@ def _check_zip(archive):
       _check_name(info.filename, archive)
       if stat.S_ISLNK(info.external_attr >> 16):
         # zipfile would write the link's target as a file's content; refuse instead.
-        raise ArchiveError(f"archive {archive} holds a symbolic link {info.filename!r}; "
-                           "refusing to unpack it")
+        raise ArchiveError(
+            f"archive {archive} holds a symbolic link {info.filename!r}; " "refusing to unpack it"
+        )
 
 
 def _place(src, dest):
@@ -403,8 +463,9 @@ def unpack(archive, dest, top: str, expected=(), *, by_hand: str = "") -> str:
   hint = f"; {by_hand}" if by_hand else ""
   parent = os.path.dirname(dest) or "."
   os.makedirs(parent, exist_ok=True)
-  tmp = os.path.abspath(tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.",
-                                         suffix=".unpack", dir=parent))
+  tmp = os.path.abspath(
+      tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.", suffix=".unpack", dir=parent)
+  )
   try:
     try:
       zipped = zipfile.is_zipfile(archive)
@@ -415,12 +476,15 @@ def unpack(archive, dest, top: str, expected=(), *, by_hand: str = "") -> str:
     except ArchiveError as e:
       raise ArchiveError(f"{e}{hint}") from None
     except (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error) as e:
-      raise ArchiveError(f"archive {archive} is not a readable tar.gz or zip file "
-                         f"({type(e).__name__}: {e}){hint}") from e
+      raise ArchiveError(
+          f"archive {archive} is not a readable tar.gz or zip file "
+          f"({type(e).__name__}: {e}){hint}"
+      ) from e
     missing = [f for f in expected if not os.path.isfile(os.path.join(tmp, top, f))]
     if missing:
-      raise ArchiveError(f"archive {archive} does not hold {top}/ with "
-                         f"{', '.join(missing)}{hint}")
+      raise ArchiveError(
+          f"archive {archive} does not hold {top}/ with " f"{', '.join(missing)}{hint}"
+      )
     _place(os.path.join(tmp, top), dest)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -438,8 +502,16 @@ def _absent_dirs(*paths):
   return sorted(absent, key=len, reverse=True)  # a child's path is longer than its parent's
 
 
-def ensure(source: str, path, url: str | None = None, md5: str | None = None, *,
-           splits=None, timeout: float | None = None, out=None) -> list[str]:
+def ensure(
+    source: str,
+    path,
+    url: str | None = None,
+    md5: str | None = None,
+    *,
+    splits=None,
+    timeout: float | None = None,
+    out=None,
+) -> list[str]:
   """Makes sure a dataset's files exist, downloading it if needed.
 
   Data the user already has is never fetched again: when the files exist this
@@ -470,8 +542,10 @@ def ensure(source: str, path, url: str | None = None, md5: str | None = None, *,
   out = out or sys.stderr
   url, md5 = url or a.url, (md5 or a.md5).lower()
   where = layout(source, path)
-  by_hand = (f"put it at {where.archive} (or unpack it so that {where.directory}/ holds "
-             f"{', '.join(a.members)})")
+  by_hand = (
+      f"put it at {where.archive} (or unpack it so that {where.directory}/ holds "
+      f"{', '.join(a.members)})"
+  )
   created = _absent_dirs(where.directory, os.path.dirname(where.archive) or ".")
   try:
     downloaded = False
@@ -479,14 +553,21 @@ def ensure(source: str, path, url: str | None = None, md5: str | None = None, *,
       print(f"checking {where.archive}, found in place", file=out, flush=True)
       actual = pooch.file_hash(where.archive, alg="md5")
       if actual != md5:
-        raise ChecksumError(f"{where.archive} has md5 {actual}, expected {md5} (the archive "
-                            f"at {url}); delete it to download it again, or download it by "
-                            f"hand, check its md5 is {md5}, and {by_hand}")
+        raise ChecksumError(
+            f"{where.archive} has md5 {actual}, expected {md5} (the archive "
+            f"at {url}); delete it to download it again, or download it by "
+            f"hand, check its md5 is {md5}, and {by_hand}"
+        )
     else:
       download(url, where.archive, md5, timeout=timeout, by_hand=by_hand, out=out)
       downloaded = True
-    unpack(where.archive, where.directory, a.top, a.members,
-           by_hand=f"download it by hand from {url}, check its md5 is {md5}, and {by_hand}")
+    unpack(
+        where.archive,
+        where.directory,
+        a.top,
+        a.members,
+        by_hand=f"download it by hand from {url}, check its md5 is {md5}, and {by_hand}",
+    )
   except BaseException:
     for d in created:  # only what this call created, and only if empty
       with contextlib.suppress(OSError):

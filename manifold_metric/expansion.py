@@ -33,8 +33,11 @@ def shares(key, g, old: int, split: str = "random"):
   """Per new neuron, its share of the old neuron's outgoing weights."""
   if split not in archs.SPLITS:
     raise ValueError(f"unknown split {split!r}; expected one of {archs.SPLITS}")
-  w = (jnp.ones(g.shape) if split == "uniform"
-       else jax.random.uniform(key, g.shape, minval=0.5, maxval=1.5))
+  w = (
+      jnp.ones(g.shape)
+      if split == "uniform"
+      else jax.random.uniform(key, g.shape, minval=0.5, maxval=1.5)
+  )
   return w / jax.ops.segment_sum(w, g, num_segments=old)[g]
 
 
@@ -67,7 +70,7 @@ def deepen(arch: archs.Arch, variables, *, after: int, count: int = 1):
     kernel[1, 1] = eye
     eye = kernel
   ident = {"kernel": jnp.asarray(eye), "bias": jnp.zeros((w,), jnp.float32)}
-  new = old[:after + 1] + [ident] * count + old[after + 1:]
+  new = old[: after + 1] + [ident] * count + old[after + 1 :]
   params.update({f"{layer}_{i}": p for i, p in enumerate(new)})
   return new_arch, {**variables, "params": params}
 
@@ -110,8 +113,9 @@ def expand_seeds(arch: archs.Arch, variables, spec: dict, seeds):
   return new_arch, jax.vmap(lambda v, k: expand(arch, v, spec, k)[1])(variables, keys)
 
 
-def candidates(arch: archs.Arch, phi, spec: dict, seeds, ds: dict, hp: dict, performance,
-               what: str):
+def candidates(
+    arch: archs.Arch, phi, spec: dict, seeds, ds: dict, hp: dict, performance, what: str
+):
   """theta^(0) of every seed: phi* expanded (`expand_seeds`, seed s with
   key(s)), each checked to keep its seed's validation performance.
 

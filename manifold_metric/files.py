@@ -21,8 +21,9 @@ def atomic_path(path):
   """Yields a temporary path beside `path`; renames it to `path` on success."""
   path = os.fspath(path)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                             dir=os.path.dirname(path) or ".")
+  fd, tmp = tempfile.mkstemp(
+      prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path) or "."
+  )
   os.close(fd)
   # mkstemp makes the file private (0600); results must get the permissions of
   # any file the user writes (the umask), e.g. group-readable on a cluster.

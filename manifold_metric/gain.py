@@ -36,8 +36,9 @@ def gains(logs: pd.DataFrame) -> pd.DataFrame:
   start = logs[logs.epoch == 0].set_index(["expansion", "seed"]).performance
   if start.index.duplicated().any() or not run.isin(start.index).all():
     raise ValueError("every run's log needs exactly one epoch-0 row, A(phi*)")
-  out = logs.assign(gain=logs.performance.to_numpy() - start.reindex(run).to_numpy(),
-                    sotl_e=-logs.train_loss_sum)
+  out = logs.assign(
+      gain=logs.performance.to_numpy() - start.reindex(run).to_numpy(), sotl_e=-logs.train_loss_sum
+  )
   trained = out.gain.where(out.epoch > 0)
   out["gain_best"] = trained.groupby([out.expansion, out.seed]).transform("max")
   if out.gain_best.isna().any():
@@ -57,11 +58,11 @@ def paired_difference(gains_: pd.DataFrame) -> dict:
     best, worst (expansion names), diff (mean over seeds of the per-seed
     difference of G_T*), se (its standard error), seeds.
   """
-  g = gains_.drop_duplicates(["expansion", "seed"]).pivot(index="seed", columns="expansion",
-                                                           values="gain_best")
+  g = gains_.drop_duplicates(["expansion", "seed"]).pivot(
+      index="seed", columns="expansion", values="gain_best"
+  )
   means = g.mean()
   best, worst = means.idxmax(), means.idxmin()
   d = (g[best] - g[worst]).dropna()
   se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
   return {"best": best, "worst": worst, "diff": float(d.mean()), "se": se, "seeds": len(d)}
-

@@ -6,7 +6,6 @@ Built from an `archs.MLP`, `archs.CNN` or `archs.ResNet18`. Every model has
 """
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from manifold_metric import archs
@@ -35,6 +34,7 @@ class MLP(nn.Module):
 
 class CNN(nn.Module):
   """C(c0)-...-C(ck)-MaxPool(2)-F(dense)-F(classes), 3x3 convs, ReLU."""
+
   channels: tuple[int, ...]
   dense: int
   num_classes: int
@@ -64,6 +64,7 @@ def _bn():
 
 class Block(nn.Module):
   """ResNet basic block; a 1x1 projection where the shape changes."""
+
   mid: int
   out: int
   stride: int
@@ -90,6 +91,7 @@ class Block(nn.Module):
 
 class ResNet18(nn.Module):
   """CIFAR ResNet18: 3x3 stem, four stages of two blocks, strides 1-2-2-2."""
+
   stages: tuple[int, ...]
   mids: tuple[tuple[int, ...], ...]
   num_classes: int
@@ -173,19 +175,33 @@ def _bias(name, p):
 
 
 def _norm(name, p):  # BatchNorm: affine parameters and running statistics
-  return [(p, Axis(f"{c}/{name}/{leaf}", 0)) for c, leaf in (
-      ("params", "scale"), ("params", "bias"),
-      ("batch_stats", "mean"), ("batch_stats", "var"))]
+  return [
+      (p, Axis(f"{c}/{name}/{leaf}", 0))
+      for c, leaf in (
+          ("params", "scale"),
+          ("params", "bias"),
+          ("batch_stats", "mean"),
+          ("batch_stats", "var"),
+      )
+  ]
 
 
 def _block(name, p_in, p_out):
   """A basic block reading residual stream p_in and writing p_out; its inner
   group is `<name>_mid`. A 1x1 projection joins the streams where they differ."""
   mid = f"{name}_mid"
-  proj = (_conv(f"{name}/proj_conv", p_in, p_out) + _norm(f"{name}/proj_bn", p_out)
-          if p_in != p_out else [])
-  return (_conv(f"{name}/conv1", p_in, mid) + _norm(f"{name}/bn1", mid) + proj
-          + _conv(f"{name}/conv2", mid, p_out) + _norm(f"{name}/bn2", p_out))
+  proj = (
+      _conv(f"{name}/proj_conv", p_in, p_out) + _norm(f"{name}/proj_bn", p_out)
+      if p_in != p_out
+      else []
+  )
+  return (
+      _conv(f"{name}/conv1", p_in, mid)
+      + _norm(f"{name}/bn1", mid)
+      + proj
+      + _conv(f"{name}/conv2", mid, p_out)
+      + _norm(f"{name}/bn2", p_out)
+  )
 
 
 def _groups(sizes: dict[str, int], *layers) -> dict[str, PermSpec]:
@@ -195,8 +211,10 @@ def _groups(sizes: dict[str, int], *layers) -> dict[str, PermSpec]:
   for g, axis in (pair for layer in layers for pair in layer):
     if g is not None:
       axes[g].append(axis)
-  return {g: PermSpec(n, tuple(axes[g]), -1 if i == 0 else None)
-          for i, (g, n) in enumerate(sizes.items())}
+  return {
+      g: PermSpec(n, tuple(axes[g]), -1 if i == 0 else None)
+      for i, (g, n) in enumerate(sizes.items())
+  }
 
 
 def neuron_groups(arch: archs.Arch) -> dict[str, PermSpec]:
@@ -207,12 +225,16 @@ def neuron_groups(arch: archs.Arch) -> dict[str, PermSpec]:
   sizes = arch.groups()
   if isinstance(arch, archs.MLP):
     hs = list(sizes)
-    return _groups(sizes, *(_dense(h, p, h) for h, p in zip(hs, [None, *hs])),
-                   _dense("out", hs[-1], None))
+    return _groups(
+        sizes, *(_dense(h, p, h) for h, p in zip(hs, [None, *hs])), _dense("out", hs[-1], None)
+    )
   if isinstance(arch, archs.CNN):
     cs = list(sizes)
-    return _groups(sizes, *(_conv(c, p, c) + _bias(c, c) for c, p in zip(cs, [None, *cs])),
-                   _dense("fc", cs[-1], None))  # its outputs are no group (yet)
+    return _groups(
+        sizes,
+        *(_conv(c, p, c) + _bias(c, c) for c, p in zip(cs, [None, *cs])),
+        _dense("fc", cs[-1], None),
+    )  # its outputs are no group (yet)
   return _resnet_groups(arch, sizes)
 
 
@@ -221,8 +243,10 @@ def _resnet_groups(arch: archs.ResNet18, sizes: dict[str, int]) -> dict[str, Per
   block b's inner channels (conv1 out -> conv2 in) are blocks_b_mid."""
   blocks = [s for s, mids in enumerate(arch.mids) for _ in mids]  # each block's stage
   reads = [0, *blocks]  # block b reads block b - 1's stream, the head the last
-  return _groups(sizes,
-                 _conv("stem_conv", None, "stage_0"), _norm("stem_bn", "stage_0"),
-                 *(_block(f"blocks_{b}", f"stage_{reads[b]}", f"stage_{s}")
-                   for b, s in enumerate(blocks)),
-                 _dense("out", f"stage_{reads[-1]}", None))
+  return _groups(
+      sizes,
+      _conv("stem_conv", None, "stage_0"),
+      _norm("stem_bn", "stage_0"),
+      *(_block(f"blocks_{b}", f"stage_{reads[b]}", f"stage_{s}") for b, s in enumerate(blocks)),
+      _dense("out", f"stage_{reads[-1]}", None),
+  )

@@ -35,8 +35,15 @@ def _metric(b, base, q: float, tol=0.0) -> dict:
   lam = _quantile(base, q)
   edge = (lam + tol)[..., None]
   m, m_base = (b <= edge).mean(-1), (base <= edge).mean(-1)
-  return {"lambda": lam, "m": m, "m_base": m_base, "M": 100.0 * (m - m_base),
-          "zero": (b == 0).mean(-1), "zero_base": (base == 0).mean(-1), "lambda_zero": lam == 0}
+  return {
+      "lambda": lam,
+      "m": m,
+      "m_base": m_base,
+      "M": 100.0 * (m - m_base),
+      "zero": (b == 0).mean(-1),
+      "zero_base": (base == 0).mean(-1),
+      "lambda_zero": lam == 0,
+  }
 
 
 def manifold_metric(barriers, base_barriers, q: float, n: int, tol: float = 0.0) -> dict:
@@ -70,8 +77,10 @@ def grid(barriers, base_barriers, qs=Q_GRID, ns=N_GRID) -> list[dict]:
 def _prefix(barriers, n: int):
   b = np.asarray(barriers, dtype=np.float64)
   if not 0 < n <= b.shape[-1]:
-    raise ValueError(f"n = {n} barriers asked for, but only {b.shape[-1]} were "
-                     "computed; raise metric.n_max in the config or lower n")
+    raise ValueError(
+        f"n = {n} barriers asked for, but only {b.shape[-1]} were "
+        "computed; raise metric.n_max in the config or lower n"
+    )
   return b[..., :n]
 
 
@@ -81,8 +90,9 @@ SET_KEYS = ["setting", "expansion", "seed", "epoch", "group", "walk"]
 def _sets(barriers: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
   """One row per barrier set (SET_KEYS), its barriers by node as columns; and
   each set's resolution (0 where the table has none)."""
-  sets = barriers.pivot_table(index=SET_KEYS, columns="node", values="barrier",
-                              aggfunc="first").sort_index(axis=1)
+  sets = barriers.pivot_table(
+      index=SET_KEYS, columns="node", values="barrier", aggfunc="first"
+  ).sort_index(axis=1)
   if "resolution" not in barriers:
     return sets, pd.Series(0.0, index=sets.index)
   return sets, barriers.groupby(SET_KEYS).resolution.first().reindex(sets.index)
@@ -93,8 +103,13 @@ def _grid_rows(sets: pd.DataFrame, reference: pd.DataFrame, tol, qs, ns) -> pd.D
   like `sets`, one reference row per set) over the (q, n) grid, with
   tolerance `tol` per set, vectorized over the sets."""
   b, ref, tol = sets.to_numpy(np.float64), reference.to_numpy(np.float64), np.asarray(tol)
-  out = [pd.DataFrame({"q": q, "n": n, **_metric(_prefix(b, n), _prefix(ref, n), q, tol)},
-                      index=sets.index) for n in ns for q in qs]
+  out = [
+      pd.DataFrame(
+          {"q": q, "n": n, **_metric(_prefix(b, n), _prefix(ref, n), q, tol)}, index=sets.index
+      )
+      for n in ns
+      for q in qs
+  ]
   return pd.concat(out).reset_index()
 
 
@@ -119,18 +134,21 @@ def of_sets(barriers: pd.DataFrame, qs, ns) -> pd.DataFrame:
   cand, cand_tau = sets[expansion != "base"], tau[expansion != "base"]
   if cand.empty:
     raise ValueError("no candidate barrier set")
-  ref = pd.MultiIndex.from_arrays([cand.index.get_level_values(k)
-                                   for k in ("seed", "group", "walk")])
+  ref = pd.MultiIndex.from_arrays(
+      [cand.index.get_level_values(k) for k in ("seed", "group", "walk")]
+  )
   missing = ~ref.isin(base.index)
   if missing.any():
-    raise ValueError(f"no barrier set of phi* for (seed, group, walk) "
-                     f"{list(ref[missing].unique()[:3])}")
+    raise ValueError(
+        f"no barrier set of phi* for (seed, group, walk) " f"{list(ref[missing].unique()[:3])}"
+    )
   tol = np.maximum(cand_tau.to_numpy(), base_tau.loc[ref].to_numpy())
   return _grid_rows(cand, base.loc[ref], tol, qs, ns)
 
 
-def table(barriers: pd.DataFrame, gains: pd.DataFrame, qs, ns, first_group: str,
-          hidden_groups) -> pd.DataFrame:
+def table(
+    barriers: pd.DataFrame, gains: pd.DataFrame, qs, ns, first_group: str, hidden_groups
+) -> pd.DataFrame:
   """The metric table of one setting: M_t over the (q, n) grid for every
   candidate checkpoint, neuron group and walk, with the run's gains beside it.
 
@@ -147,17 +165,21 @@ def table(barriers: pd.DataFrame, gains: pd.DataFrame, qs, ns, first_group: str,
     sotl_e, gain_best.
   """
   rows = of_sets(barriers, qs, ns)
-  rows = rows.assign(first=rows.group == first_group,
-                     hidden=rows.group.isin(list(hidden_groups)))
+  rows = rows.assign(first=rows.group == first_group, hidden=rows.group.isin(list(hidden_groups)))
   outcome = gains.set_index(["expansion", "seed", "epoch"])
   runs = pd.MultiIndex.from_frame(rows[["expansion", "seed", "epoch"]])
   absent = ~runs.isin(outcome.index)
   if absent.any():
-    raise ValueError(f"no training log row for (expansion, seed, epoch) "
-                     f"{list(runs[absent].unique()[:3])}")
+    raise ValueError(
+        f"no training log row for (expansion, seed, epoch) " f"{list(runs[absent].unique()[:3])}"
+    )
   o = outcome.reindex(runs)
-  out = rows.assign(**{c: o[c].to_numpy() if c in o else np.nan
-                       for c in ("val_acc", "performance", "gain", "sotl_e", "gain_best")})
+  out = rows.assign(
+      **{
+          c: o[c].to_numpy() if c in o else np.nan
+          for c in ("val_acc", "performance", "gain", "sotl_e", "gain_best")
+      }
+  )
   return out
 
 
@@ -178,7 +200,8 @@ def scratch_table(barriers: pd.DataFrame, qs, n: int) -> pd.DataFrame:
   epoch = sets.index.get_level_values("epoch")
   first = sets[epoch == epoch.min()].droplevel(["setting", "expansion", "epoch"])
   first_tau = tau[epoch == epoch.min()].droplevel(["setting", "expansion", "epoch"])
-  ref = pd.MultiIndex.from_arrays([sets.index.get_level_values(k)
-                                   for k in ("seed", "group", "walk")])
+  ref = pd.MultiIndex.from_arrays(
+      [sets.index.get_level_values(k) for k in ("seed", "group", "walk")]
+  )
   tol = np.maximum(tau.to_numpy(), first_tau.loc[ref].to_numpy())
   return _grid_rows(sets, first.loc[ref], tol, qs, [n]).drop(columns="expansion")

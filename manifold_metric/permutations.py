@@ -25,6 +25,7 @@ class Axis:
   role: 'out' for the neuron's own weights and statistics, 'in' for weights
     that consume the neuron's activation (Net2Net divides only these).
   """
+
   path: str
   axis: int
   role: str = "out"
@@ -35,6 +36,7 @@ class Axis:
 class PermSpec:
   """A group of `size` neurons, where it lives, and where the model's stem
   output (see `models.Probe`) carries it (`stem_axis`, None if it does not)."""
+
   size: int
   axes: tuple[Axis, ...]
   stem_axis: int | None = -1
@@ -49,9 +51,10 @@ def _blocked(x, axis: int, size: int, inner: int):
   axis = axis % x.ndim
   length = x.shape[axis]
   if length % (size * inner):
-    raise ValueError(f"axis {axis} of length {length} is not a multiple of "
-                     f"group size {size} x inner {inner}")
-  shape = x.shape[:axis] + (length // (size * inner), size, inner) + x.shape[axis + 1:]
+    raise ValueError(
+        f"axis {axis} of length {length} is not a multiple of " f"group size {size} x inner {inner}"
+    )
+  shape = x.shape[:axis] + (length // (size * inner), size, inner) + x.shape[axis + 1 :]
   return x.reshape(shape), axis + 1
 
 
@@ -59,7 +62,7 @@ def take(x, index, axis: int, size: int, inner: int = 1):
   """Gathers the neuron group on `axis` of x by `index` (any length)."""
   xr, gaxis = _blocked(x, axis, size, inner)
   out = jnp.take(xr, index, axis=gaxis)
-  return out.reshape(x.shape[:axis % x.ndim] + (-1,) + x.shape[axis % x.ndim + 1:])
+  return out.reshape(x.shape[: axis % x.ndim] + (-1,) + x.shape[axis % x.ndim + 1 :])
 
 
 def scale(x, factors, axis: int, inner: int = 1):
@@ -80,8 +83,10 @@ def check(spec: PermSpec, variables) -> None:
   flat = traverse_util.flatten_dict(variables, sep="/")
   for a in spec.axes:
     if a.path not in flat:
-      raise ValueError(f"permutation spec names '{a.path}', which the model "
-                       f"does not have; it has {sorted(flat)}")
+      raise ValueError(
+          f"permutation spec names '{a.path}', which the model "
+          f"does not have; it has {sorted(flat)}"
+      )
     _blocked(flat[a.path], a.axis, spec.size, a.inner)
 
 

@@ -15,10 +15,17 @@ import pandas as pd  # noqa: E402
 from manifold_metric import correlation, gain  # noqa: E402
 
 # The scores of Figures 2 and 7, in their order, and their labels.
-BAR_SCORES = {"manifold": "Manifold $M_0$", "manifold_all": "$M_0$, every layer",
-              "size": "Size (parameters)", "width": "Width (permuted layer)",
-              "gradnorm": "GradNorm", "snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
-              "jacov": "Jacov"}
+BAR_SCORES = {
+    "manifold": "Manifold $M_0$",
+    "manifold_all": "$M_0$, every layer",
+    "size": "Size (parameters)",
+    "width": "Width (permuted layer)",
+    "gradnorm": "GradNorm",
+    "snip": "SNIP",
+    "grasp": "GraSP",
+    "synflow": "SynFlow",
+    "jacov": "Jacov",
+}
 SOTL_LABEL = r"$-$SoTL-E"
 
 
@@ -51,8 +58,9 @@ def figure1(curves: pd.DataFrame):
   pairs and seeds."""
   _require(curves, "no loss curves")
   names = list(dict.fromkeys(curves.model))
-  fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), sharey=True,
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      1, len(names), figsize=(3.2 * len(names), 2.8), sharey=True, squeeze=False
+  )
   for ax, name in zip(axes[0], names):
     c = curves[curves.model == name]
     stats = c.groupby("alpha").loss.agg(["mean", "min", "max"])
@@ -77,14 +85,17 @@ def bars(corr: pd.DataFrame, metrics: dict[str, pd.DataFrame], methods):
     metrics: per setting its metric table (for G_T* in the setting's label).
     methods: one row of panels per correlation method.
   """
-  corr = _require(corr[(corr.epoch == 0) & corr.metric.isin(list(BAR_SCORES))],
-                  "no correlation at t = 0 of the manifold metric, size or a proxy")
+  corr = _require(
+      corr[(corr.epoch == 0) & corr.metric.isin(list(BAR_SCORES))],
+      "no correlation at t = 0 of the manifold metric, size or a proxy",
+  )
   summary = correlation.summarize(corr, baselines=())
   settings = list(dict.fromkeys(corr.setting))
   scores = [m for m in BAR_SCORES if m in set(corr.metric)]
   labels = [f"{s}\n{_gain_label(metrics[s])}" for s in settings]
-  fig, axes = plt.subplots(len(methods), 1, figsize=(2.2 * len(settings) + 3, 3.4 * len(methods)),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      len(methods), 1, figsize=(2.2 * len(settings) + 3, 3.4 * len(methods)), squeeze=False
+  )
   width = 0.8 / len(scores)
   for ax, method in zip(axes[:, 0], methods):
     s = _require(summary[summary.method == method], f"no {method} correlation")
@@ -93,24 +104,43 @@ def bars(corr: pd.DataFrame, metrics: dict[str, pd.DataFrame], methods):
       x = np.arange(len(settings)) + (i - len(scores) / 2 + 0.5) * width
       rows = [s.loc[(st, m)] if (st, m) in s.index else None for st in settings]
       mean = np.array([np.nan if r is None else r["mean"] for r in rows])
-      bar = ax.bar(x, np.nan_to_num(mean), width, yerr=_interval(rows), capsize=1.5,
-                   label=BAR_SCORES[m], error_kw={"lw": 0.6})
+      bar = ax.bar(
+          x,
+          np.nan_to_num(mean),
+          width,
+          yerr=_interval(rows),
+          capsize=1.5,
+          label=BAR_SCORES[m],
+          error_kw={"lw": 0.6},
+      )
       ax.plot(x, mean, "_", color="black", ms=4)  # the mean, visible also at 0
       for xi, r in zip(x, rows):
         if r is None:
           continue
         if r["count"] == 0:
-          ax.text(xi, 0.02, "undefined", rotation=90, ha="center", va="bottom", fontsize=6,
-                  color=bar.patches[0].get_facecolor())
+          ax.text(
+              xi,
+              0.02,
+              "undefined",
+              rotation=90,
+              ha="center",
+              va="bottom",
+              fontsize=6,
+              color=bar.patches[0].get_facecolor(),
+          )
         elif r["count"] < r["seeds"]:
           ax.text(xi, 1.02, f"{int(r['count'])}/{int(r['seeds'])}", ha="center", fontsize=5)
     ax.set_xticks(np.arange(len(settings)), labels, fontsize=7)
     ax.axhline(0, color="gray", lw=0.5)
     ax.set(ylabel=f"{method.capitalize()} with $G_T^*$", ylim=(-1.1, 1.15))
   axes[0, 0].legend(ncol=len(scores), fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-  fig.text(0.01, -0.01, "bars: mean over seeds, 95% interval; 'undefined': the score is "
-           "constant across candidates on every seed; k/n: defined on k of n seeds",
-           fontsize=6)
+  fig.text(
+      0.01,
+      -0.01,
+      "bars: mean over seeds, 95% interval; 'undefined': the score is "
+      "constant across candidates on every seed; k/n: defined on k of n seeds",
+      fontsize=6,
+  )
   fig.tight_layout()
   return fig
 
@@ -129,10 +159,16 @@ def gain_and_metric(ax_gain, ax_metric, metrics: pd.DataFrame, q: float, n: int,
   for expansion, t in main.groupby("expansion", sort=False):
     stats = t.groupby("epoch")[["gain", "M"]].agg(["mean", "std"])
     g = 100 * stats["gain"]["mean"]
-    line, = ax_gain.plot(stats.index, g, label=expansion)
+    (line,) = ax_gain.plot(stats.index, g, label=expansion)
     ax_gain.plot(g.idxmax(), g.max(), "*", color=line.get_color(), ms=10)
-    ax_metric.errorbar(stats.index, stats["M"]["mean"], stats["M"]["std"], capsize=2,
-                       color=line.get_color(), label=expansion)
+    ax_metric.errorbar(
+        stats.index,
+        stats["M"]["mean"],
+        stats["M"]["std"],
+        capsize=2,
+        color=line.get_color(),
+        label=expansion,
+    )
   ax_gain.set(title=f"{title}: gain $G_t$ (% points)", xlabel="epoch t")
   ax_metric.set(title=f"$M_t$ (q={q:g}, n={n}), mean $\\pm$ sd", xlabel="epoch t")
   ax_gain.legend(fontsize=7)
@@ -142,8 +178,12 @@ def _interval(rows):
   """Error bars (below, above) of summary rows: the 95% bootstrap interval
   (which the mean of a few skewed values can lie just outside of: a bar of 0
   then), none where it is undefined."""
-  err = [[0.0, 0.0] if r is None or not np.isfinite(r["ci_low"]) else
-         [r["mean"] - r["ci_low"], r["ci_high"] - r["mean"]] for r in rows]
+  err = [
+      [0.0, 0.0]
+      if r is None or not np.isfinite(r["ci_low"])
+      else [r["mean"] - r["ci_low"], r["ci_high"] - r["mean"]]
+      for r in rows
+  ]
   return np.maximum(np.array(err).T, 0.0)
 
 
@@ -151,11 +191,15 @@ def _lambda_zero(metrics: pd.DataFrame, n: int) -> dict[float, str]:
   """Per q, how many seeds have lambda = 0 at (q, n), first group, paper
   walk ("k/S"), where any do: there M_t counts exact zeros (identity steps,
   Net2Net replicas, dead neurons), not connectivity."""
-  t = metrics[metrics["first"] & (metrics.walk == "paper") & (metrics.n == n) &
-              (metrics.epoch == 0)]
+  t = metrics[
+      metrics["first"] & (metrics.walk == "paper") & (metrics.n == n) & (metrics.epoch == 0)
+  ]
   per_seed = t.groupby(["q", "seed"]).lambda_zero.any().groupby("q")
-  return {q: f"{int(k)}/{int(s)}" for q, k, s in zip(per_seed.sum().index, per_seed.sum(),
-                                                      per_seed.size()) if k}
+  return {
+      q: f"{int(k)}/{int(s)}"
+      for q, k, s in zip(per_seed.sum().index, per_seed.sum(), per_seed.size())
+      if k
+  }
 
 
 def _tau_over_epochs(ax, corr: pd.DataFrame, zero: dict[float, str]):
@@ -165,21 +209,27 @@ def _tau_over_epochs(ax, corr: pd.DataFrame, zero: dict[float, str]):
     if name == "sotl_e":
       label = SOTL_LABEL
     elif name.startswith("manifold_q"):
-      q = float(name[len("manifold_q"):])
+      q = float(name[len("manifold_q") :])
       label = f"$M_t$, q={q:g}" + (f" ($\\lambda$=0 on {zero[q]} seeds)" if q in zero else "")
     else:  # the main q again, or a score at t = 0 only
       continue
     s = s.sort_values("epoch")
-    ax.errorbar(s.epoch, s["mean"], _interval([r for _, r in s.iterrows()]), capsize=2,
-                label=label, lw=1, elinewidth=0.6)
+    ax.errorbar(
+        s.epoch,
+        s["mean"],
+        _interval([r for _, r in s.iterrows()]),
+        capsize=2,
+        label=label,
+        lw=1,
+        elinewidth=0.6,
+    )
     undefined = s[s["count"] == 0]
     for t in undefined.epoch:
       ax.text(t, 0.0, "undef.", fontsize=6, ha="center", rotation=90)
     drawn += 1
   if not drawn:
     raise NothingToDraw("no Kendall tau of M_t or SoTL-E over epochs")
-  ax.set(title=r"Kendall $\tau$ with $G_T^*$ (95% interval)", xlabel="epoch t",
-         ylim=(-1.1, 1.1))
+  ax.set(title=r"Kendall $\tau$ with $G_T^*$ (95% interval)", xlabel="epoch t", ylim=(-1.1, 1.1))
   ax.axhline(0, color="gray", lw=0.5)
   ax.legend(fontsize=7)
 
@@ -230,33 +280,44 @@ def sensitivity(tables):
   if not tables:
     raise NothingToDraw("no setting")
   walks = sorted({w for t in tables for w in t.walk}, key=lambda w: w != "paper")
-  fig, axes = plt.subplots(len(walks), len(tables), figsize=(4.4 * len(tables) + 1,
-                                                            3.4 * len(walks)), squeeze=False,
-                           layout="constrained")
+  fig, axes = plt.subplots(
+      len(walks),
+      len(tables),
+      figsize=(4.4 * len(tables) + 1, 3.4 * len(walks)),
+      squeeze=False,
+      layout="constrained",
+  )
   for j, t in enumerate(tables):
     for i, walk in enumerate(walks):
       ax, tw = axes[i, j], t[t.walk == walk]
-      grid = tw.pivot_table(index="q", columns="n", values="value", aggfunc="mean",
-                            dropna=False)
+      grid = tw.pivot_table(index="q", columns="n", values="value", aggfunc="mean", dropna=False)
       count = tw.pivot_table(index="q", columns="n", values="value", aggfunc="count")
       zero = tw.pivot_table(index="q", columns="n", values="lambda_zero", aggfunc="sum")
-      im = ax.imshow(grid.to_numpy(), cmap="RdBu", vmin=-1, vmax=1, origin="lower",
-                     aspect="auto")
+      im = ax.imshow(grid.to_numpy(), cmap="RdBu", vmin=-1, vmax=1, origin="lower", aspect="auto")
       seeds = tw.seed.nunique()
       for (r, c), v in np.ndenumerate(grid.to_numpy()):
         k, z = int(count.to_numpy()[r, c]), int(zero.to_numpy()[r, c])
         text = "undef." if k == 0 else f"{v:.2f}" + ("" if k == seeds else f"\n{k}/{seeds}")
         if z:
           text += f"\n$\\lambda$=0: {z}/{seeds}"
-          ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, hatch="///",
-                                     lw=0, color="gray"))
-        ax.text(c, r, text, ha="center", va="center", fontsize=6,
-                color="white" if k and abs(v) > 0.6 else "black")
+          ax.add_patch(
+              plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, hatch="///", lw=0, color="gray")
+          )
+        ax.text(
+            c,
+            r,
+            text,
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="white" if k and abs(v) > 0.6 else "black",
+        )
       ax.set_xticks(range(grid.shape[1]), grid.columns)
       ax.set_yticks(range(grid.shape[0]), [f"{q:g}" for q in grid.index])
       ax.set(xlabel="n", ylabel="q", title=f"{t.setting.iloc[0]}, {walk} walk")
-  fig.colorbar(im, ax=axes.ravel().tolist(),
-               label=r"Kendall $\tau$($M_0$, $G_T^*$), mean over seeds")
+  fig.colorbar(
+      im, ax=axes.ravel().tolist(), label=r"Kendall $\tau$($M_0$, $G_T^*$), mean over seeds"
+  )
   return fig
 
 

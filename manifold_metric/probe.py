@@ -9,7 +9,8 @@ re-estimated on the batch (as Git Re-Basin resets them).
 """
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from manifold_metric import archs, tracks
 from manifold_metric.permutations import PermSpec
@@ -29,7 +30,7 @@ def probe(arch: archs.Arch, group: str | None = None) -> Probe:
   return _probe(arch, group or archs.first_group(arch))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(arch: archs.Arch, group: str) -> Probe:
   track = tracks.of(arch)
   return Probe(track.stem(arch, group), track.head(arch, group))

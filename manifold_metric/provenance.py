@@ -20,11 +20,14 @@ PACKAGE = Path(__file__).resolve().parent
 def imports(path) -> set[str]:
   """The package modules a Python file imports directly (by name, e.g.
   "metric" for `from manifold_metric import metric`)."""
-  return {m for m in _imports(Path(path).read_text(), str(path), PACKAGE.name)
-          if (PACKAGE / f"{m}.py").is_file()}
+  return {
+      m
+      for m in _imports(Path(path).read_text(), str(path), PACKAGE.name)
+      if (PACKAGE / f"{m}.py").is_file()
+  }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _imports(text: str, filename: str, package: str) -> frozenset[str]:
   found = set()
   for node in ast.walk(ast.parse(text, filename=filename)):
@@ -49,7 +52,7 @@ def closure(path) -> list[str]:
   return sorted(seen)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_hash(path) -> str:
   """A short hash of the source of every package module `path` depends on.
 
@@ -71,13 +74,17 @@ def code(path) -> str:
   return _code(Path(path).read_text(), str(path))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code(text: str, filename: str) -> str:
   tree = ast.parse(text, filename=filename)
   for node in ast.walk(tree):
     if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
       body = node.body
-      if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-          and isinstance(body[0].value.value, str):
+      if (
+          body
+          and isinstance(body[0], ast.Expr)
+          and isinstance(body[0].value, ast.Constant)
+          and isinstance(body[0].value.value, str)
+      ):
         node.body = body[1:] or [ast.Pass()]
   return ast.dump(tree, annotate_fields=False, include_attributes=False)

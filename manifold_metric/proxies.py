@@ -60,15 +60,22 @@ def _bn_identity(variables):
   bn_modules = {k[:-1] for k in stats}
   params = {
       k: (jnp.ones_like(v) if k[-1] == "scale" else jnp.zeros_like(v))
-      if k[:-1] in bn_modules else v
-      for k, v in traverse_util.flatten_dict(variables["params"]).items()}
-  stats = {k: jnp.zeros_like(v) if k[-1] == "mean" else jnp.full_like(v, 1 - _BN_EPS)
-           for k, v in stats.items()}
-  return {**variables, "params": traverse_util.unflatten_dict(params),
-          "batch_stats": traverse_util.unflatten_dict(stats)}
+      if k[:-1] in bn_modules
+      else v
+      for k, v in traverse_util.flatten_dict(variables["params"]).items()
+  }
+  stats = {
+      k: jnp.zeros_like(v) if k[-1] == "mean" else jnp.full_like(v, 1 - _BN_EPS)
+      for k, v in stats.items()
+  }
+  return {
+      **variables,
+      "params": traverse_util.unflatten_dict(params),
+      "batch_stats": traverse_util.unflatten_dict(stats),
+  }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cores(arch: archs.Arch) -> dict:
   """The jitted score cores of an architecture, each vmapped over seeds."""
   track, loss_of = tracks.of(arch), probe.probe(arch)
@@ -89,8 +96,7 @@ def _cores(arch: archs.Arch) -> dict:
     # params makes the kernel block of the jvp output H_kk g_k.
     w = variables["params"]
     g = grad(w, variables, batch)
-    g = jax.tree_util.tree_map_with_path(
-        lambda p, x: x if _is_kernel(p) else jnp.zeros_like(x), g)
+    g = jax.tree_util.tree_map_with_path(lambda p, x: x if _is_kernel(p) else jnp.zeros_like(x), g)
     hg = jax.jvp(lambda w: grad(w, variables, batch), (w,), (g,))[1]
     return _kernel_sum(lambda w, hg: -(w * hg).sum(), w, hg)
 
@@ -115,8 +121,12 @@ def _cores(arch: archs.Arch) -> dict:
     f = lambda x: track.logits_of_features(arch, variables, x, bn).sum()
     return jax.grad(f)(x).reshape(x.shape[0], -1)
 
-  return {name: jax.jit(jax.vmap(fn)) for name, fn in dict(
-      gradnorm_snip=gradnorm_snip, grasp=grasp, synflow=synflow, jacobian=jacobian).items()}
+  return {
+      name: jax.jit(jax.vmap(fn))
+      for name, fn in dict(
+          gradnorm_snip=gradnorm_snip, grasp=grasp, synflow=synflow, jacobian=jacobian
+      ).items()
+  }
 
 
 def gradnorm_snip(arch: archs.Arch, variables, batches):
@@ -183,8 +193,13 @@ def jacov(arch: archs.Arch, variables, batches) -> np.ndarray:
 def score_all(arch: archs.Arch, variables, batches) -> dict[str, np.ndarray]:
   """Every proxy (NAMES), each an array over seeds."""
   gradnorm, snip = gradnorm_snip(arch, variables, batches)
-  return {"gradnorm": gradnorm, "snip": snip, "grasp": grasp(arch, variables, batches),
-          "synflow": synflow(arch, variables, batches), "jacov": jacov(arch, variables, batches)}
+  return {
+      "gradnorm": gradnorm,
+      "snip": snip,
+      "grasp": grasp(arch, variables, batches),
+      "synflow": synflow(arch, variables, batches),
+      "jacov": jacov(arch, variables, batches),
+  }
 
 
 def time_proxies(arch: archs.Arch, variables, batches, repeats: int = 3) -> dict[str, float]:
@@ -193,8 +208,13 @@ def time_proxies(arch: archs.Arch, variables, batches, repeats: int = 3) -> dict
   The calls return numpy arrays, so each timing waits for the device.
   GradNorm and SNIP share one gradient: each is charged the shared call.
   """
-  calls = {"gradnorm": gradnorm_snip, "snip": gradnorm_snip, "grasp": grasp,
-           "synflow": synflow, "jacov": jacov}
+  calls = {
+      "gradnorm": gradnorm_snip,
+      "snip": gradnorm_snip,
+      "grasp": grasp,
+      "synflow": synflow,
+      "jacov": jacov,
+  }
   times = {}
   for name, fn in calls.items():
     fn(arch, variables, batches)

@@ -9,8 +9,7 @@ import JAX.
 
 import os
 
-from manifold_metric import archs
-from manifold_metric import data
+from manifold_metric import archs, data
 from manifold_metric.data import FASHION_MNIST_DIR
 
 BUNDLED = "bundled"
@@ -32,8 +31,10 @@ class ConfigError(ValueError):
 def bundled_dir(source: str) -> str:
   """The directory of the data shipped with the package for `source`."""
   if source not in BUNDLED_DIRS:
-    raise ValueError(f"no data of source {source!r} ships with the package; bundled are "
-                     f"{sorted(BUNDLED_DIRS)}")
+    raise ValueError(
+        f"no data of source {source!r} ships with the package; bundled are "
+        f"{sorted(BUNDLED_DIRS)}"
+    )
   return os.path.join(os.path.dirname(__file__), "bundled", BUNDLED_DIRS[source])
 
 
@@ -57,8 +58,10 @@ def dataset_path(spec: dict, data_dir: str = "data") -> str | None:
     return bundled_dir(source)
   if path:
     return path
-  return {"fashion_mnist": FASHION_MNIST_DIR, "wikitext": os.path.join(data_dir, "wikitext-103")
-          }.get(source, data_dir)
+  return {
+      "fashion_mnist": FASHION_MNIST_DIR,
+      "wikitext": os.path.join(data_dir, "wikitext-103"),
+  }.get(source, data_dir)
 
 
 def is_lm_setting(config: dict, name: str) -> bool:
@@ -79,8 +82,11 @@ def track(config: dict, name: str) -> dict:
 
 def metric_batch_size(config: dict, name: str) -> int:
   """Examples (images) or sequences (BERT) in a setting's metric batch."""
-  return config["lm"]["metric_batch_size"] if is_lm_setting(config, name) else \
-      config["metric"]["batch_size"]
+  return (
+      config["lm"]["metric_batch_size"]
+      if is_lm_setting(config, name)
+      else config["metric"]["batch_size"]
+  )
 
 
 def train_hp(config: dict, name: str) -> dict:
@@ -100,10 +106,17 @@ def checkpoint_epochs(candidate: dict) -> list[int]:
 
 
 # The keys each shorthand and each step takes (besides kind).
-SHORTHAND_KEYS = {"widen_first": {"width", "factor", "split"}, "widen_ffn": {"width", "factor", "split"},
-                  "widen_all": {"factor", "split"}, "deepen": {"after", "count"}}
-STEP_KEYS = {"widen": {"layer", "width", "factor"}, "widen_all": {"factor"},
-             "deepen": {"after", "count"}}
+SHORTHAND_KEYS = {
+    "widen_first": {"width", "factor", "split"},
+    "widen_ffn": {"width", "factor", "split"},
+    "widen_all": {"factor", "split"},
+    "deepen": {"after", "count"},
+}
+STEP_KEYS = {
+    "widen": {"layer", "width", "factor"},
+    "widen_all": {"factor"},
+    "deepen": {"after", "count"},
+}
 
 
 def _check_keys(key: str, entry: dict, kind: str, allowed: set) -> None:
@@ -129,8 +142,9 @@ def _check_expansion(key: str, spec: dict, model: dict) -> None:
   else:
     kind = spec["kind"]
     if kind == "widen_ffn" and base.kind != "bert":
-      raise ConfigError(f"{key}.kind", f"widen_ffn widens BERT's FFNs; this setting's model is "
-                        f"{base.kind}")
+      raise ConfigError(
+          f"{key}.kind", f"widen_ffn widens BERT's FFNs; this setting's model is " f"{base.kind}"
+      )
     if kind == "deepen" and base.kind not in ("mlp", "cnn"):
       raise ConfigError(f"{key}.kind", f"deepen is defined for mlp, cnn models, not {base.kind}")
     _check_keys(key, spec, kind, SHORTHAND_KEYS[kind])
@@ -139,12 +153,14 @@ def _check_expansion(key: str, spec: dict, model: dict) -> None:
     if "steps" in spec:
       where = f"{key}.steps[{i}]"
     else:  # a shorthand: the key that sets what does not apply
-      where = f"{key}.{'after' if step['kind'] == 'deepen' else 'width' if 'width' in step else 'factor'}"
+      sets = "after" if step["kind"] == "deepen" else "width" if "width" in step else "factor"
+      where = f"{key}.{sets}"
     try:
       for group, new in archs.step_groups(current, step):
         if new <= current.groups()[group]:
-          raise ValueError(f"{new} does not widen the base's {current.groups()[group]} neurons "
-                           f"of {group}")
+          raise ValueError(
+              f"{new} does not widen the base's {current.groups()[group]} neurons " f"of {group}"
+          )
       current, _ = archs.apply_step(current, step, {})
     except ValueError as e:
       raise ConfigError(where, str(e)) from None
@@ -157,19 +173,26 @@ def _check_setting(config: dict, name: str, s: dict) -> None:
   if "." in name or "/" in name:
     raise ConfigError(key, "a setting's name is part of file names: no '.' or '/'")
   if s["dataset"] not in config["datasets"]:
-    raise ConfigError(f"{key}.dataset", f"unknown dataset {s['dataset']!r}; defined are "
-                      f"{sorted(config['datasets'])}")
+    raise ConfigError(
+        f"{key}.dataset",
+        f"unknown dataset {s['dataset']!r}; defined are " f"{sorted(config['datasets'])}",
+    )
   try:
     base = archs.make(s["model"])
   except ValueError as e:
     raise ConfigError(f"{key}.model", str(e)) from None
   lm = s["model"]["kind"] == "bert"
   if lm != (config["datasets"][s["dataset"]]["source"] == "wikitext"):
-    raise ConfigError(f"{key}.model.kind", "bert goes with a wikitext dataset, image models "
-                      "with image datasets")
+    raise ConfigError(
+        f"{key}.model.kind",
+        "bert goes with a wikitext dataset, image models " "with image datasets",
+    )
   if lm and "lm" not in config:
-    raise ConfigError("lm", f"setting {name} is a BERT: the config needs an lm section "
-                      "(its training, epochs and metric batch)")
+    raise ConfigError(
+        "lm",
+        f"setting {name} is a BERT: the config needs an lm section "
+        "(its training, epochs and metric batch)",
+    )
   if base.groups()[archs.first_group(base)] < 2:
     raise ConfigError(f"{key}.model", "the permuted first layer needs at least 2 neurons")
   for e, spec in s["expansions"].items():
@@ -179,8 +202,10 @@ def _check_setting(config: dict, name: str, s: dict) -> None:
   own = s.get("train", {})
   optimizer = own.get("optimizer", track(config, name)["train"]["optimizer"])
   if optimizer == "adam" and "weight_decay" in own:
-    raise ConfigError(f"{key}.train.weight_decay", "Adam has no weight decay; use optimizer: "
-                      "adamw for weight decay")
+    raise ConfigError(
+        f"{key}.train.weight_decay",
+        "Adam has no weight decay; use optimizer: " "adamw for weight decay",
+    )
   if optimizer == "adamw" and "weight_decay" not in {**track(config, name)["train"], **own}:
     raise ConfigError(f"{key}.train.weight_decay", "AdamW needs a weight_decay")
 
@@ -191,9 +216,12 @@ def _train_examples(config: dict, dataset: str) -> int | None:
   spec = config["datasets"][dataset]
   if spec["source"] == "wikitext":
     return spec["max_tokens"] // spec["seq_len"] if spec.get("max_tokens") else None
-  return data.max_train_examples(spec["source"], dataset_path(spec, config.get("data_dir", "data")),
-                                 val_fraction=spec.get("val_fraction", 0.2),
-                                 limit=spec.get("limit"))
+  return data.max_train_examples(
+      spec["source"],
+      dataset_path(spec, config.get("data_dir", "data")),
+      val_fraction=spec.get("val_fraction", 0.2),
+      limit=spec.get("limit"),
+  )
 
 
 def _check_data_sizes(config: dict) -> None:
@@ -207,12 +235,18 @@ def _check_data_sizes(config: dict) -> None:
     what = "sequences" if lm else "training examples"
     key = "lm.metric_batch_size" if lm else "metric.batch_size"
     if metric_batch_size(config, name) > n:
-      raise ConfigError(key, f"{metric_batch_size(config, name)} is more than the {n} {what} "
-                        f"dataset {s['dataset']} gives setting {name}: lower it (the metric "
-                        "batch is one batch of training data)")
+      raise ConfigError(
+          key,
+          f"{metric_batch_size(config, name)} is more than the {n} {what} "
+          f"dataset {s['dataset']} gives setting {name}: lower it (the metric "
+          "batch is one batch of training data)",
+      )
     if lm and train_hp(config, name)["batch_size"] > n:
-      raise ConfigError("lm.train.batch_size", f"{train_hp(config, name)['batch_size']} is "
-                        f"more than the {n} sequences of dataset {s['dataset']}")
+      raise ConfigError(
+          "lm.train.batch_size",
+          f"{train_hp(config, name)['batch_size']} is "
+          f"more than the {n} sequences of dataset {s['dataset']}",
+      )
 
 
 def _check_figures(config: dict) -> None:
@@ -228,8 +262,9 @@ def _check_figures(config: dict) -> None:
         raise ConfigError(f"figures.{fig}", f"{fig} draws image settings; {name} is BERT")
     for e in spec.get("expansions", []):
       if e not in settings[spec["setting"]]["expansions"]:
-        raise ConfigError(f"figures.{fig}.expansions", f"unknown expansion {e!r} of "
-                          f"{spec['setting']}")
+        raise ConfigError(
+            f"figures.{fig}.expansions", f"unknown expansion {e!r} of " f"{spec['setting']}"
+        )
 
 
 def check(config: dict) -> None:
@@ -245,18 +280,23 @@ def check(config: dict) -> None:
   m = config["metric"]
   for n in m["n"] + [m["main_n"]]:
     if n > m["n_max"]:
-      raise ConfigError("metric.n", f"n = {n} is larger than metric.n_max = {m['n_max']}, the "
-                        "number of barriers computed")
+      raise ConfigError(
+          "metric.n",
+          f"n = {n} is larger than metric.n_max = {m['n_max']}, the " "number of barriers computed",
+      )
   if m["main_q"] not in m["q"]:
     raise ConfigError("metric.main_q", f"{m['main_q']} is not one of metric.q {m['q']}")
   if m["main_n"] not in m["n"]:
     raise ConfigError("metric.main_n", f"{m['main_n']} is not one of metric.n {m['n']}")
-  for key, section in (("candidate", config.get("candidate")),
-                       ("lm.candidate", config.get("lm", {}).get("candidate"))):
+  for key, section in (
+      ("candidate", config.get("candidate")),
+      ("lm.candidate", config.get("lm", {}).get("candidate")),
+  ):
     for e in (section or {}).get("checkpoints", []):
       if e > section["epochs"]:
-        raise ConfigError(f"{key}.checkpoints", f"epoch {e} is after {key}.epochs = "
-                          f"{section['epochs']}")
+        raise ConfigError(
+            f"{key}.checkpoints", f"epoch {e} is after {key}.epochs = " f"{section['epochs']}"
+        )
   for name, s in config["settings"].items():
     _check_setting(config, name, s)
   _check_data_sizes(config)

@@ -27,6 +27,7 @@ def read_table(path) -> pd.DataFrame:
   except FileNotFoundError:
     raise InputError(f"table {path} does not exist") from None
   except Exception as e:
-    raise InputError(f"table {path} is not a readable Parquet file ({type(e).__name__}: "
-                     f"{e}); delete it and rerun the workflow to rebuild it") from e
-
+    raise InputError(
+        f"table {path} is not a readable Parquet file ({type(e).__name__}: "
+        f"{e}); delete it and rerun the workflow to rebuild it"
+    ) from e

@@ -52,8 +52,9 @@ def read_split(data_dir, split: str) -> list[str]:
   except UnicodeDecodeError as e:
     raise InputError(f"{path} is not UTF-8 text ({e}); expected {expected}") from None
   except (OSError, EOFError, lzma.LZMAError) as e:  # a truncated or corrupt archive
-    raise InputError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); "
-                        f"expected {expected}") from None
+    raise InputError(
+        f"{path} is truncated or corrupt ({type(e).__name__}: {e}); " f"expected {expected}"
+    ) from None
   if not tokens:
     raise InputError(f"{path} holds no tokens; expected {expected}")
   return tokens
@@ -67,7 +68,7 @@ def build_vocab(tokens, max_size: int) -> list[str]:
   for s in SPECIALS:
     counts.pop(s, None)
   words = sorted(counts, key=lambda w: (-counts[w], w))
-  return [*SPECIALS, *words[:max_size - len(SPECIALS)]]
+  return [*SPECIALS, *words[: max_size - len(SPECIALS)]]
 
 
 def encode(tokens, vocab) -> np.ndarray:
@@ -90,12 +91,19 @@ def load_vocab(path) -> list[str]:
   except FileNotFoundError:
     raise InputError(f"vocabulary {path} does not exist") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise InputError(f"vocabulary {path} is not valid JSON ({e}); delete it and rerun "
-                     "the workflow to rebuild it") from None
-  if (not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab)
-      or tuple(vocab[:len(SPECIALS)]) != SPECIALS):
-    raise InputError(f"vocabulary {path} is not a JSON list of tokens starting with "
-                     f"{list(SPECIALS)}; delete it and rerun the workflow to rebuild it")
+    raise InputError(
+        f"vocabulary {path} is not valid JSON ({e}); delete it and rerun "
+        "the workflow to rebuild it"
+    ) from None
+  if (
+      not isinstance(vocab, list)
+      or not all(isinstance(w, str) for w in vocab)
+      or tuple(vocab[: len(SPECIALS)]) != SPECIALS
+  ):
+    raise InputError(
+        f"vocabulary {path} is not a JSON list of tokens starting with "
+        f"{list(SPECIALS)}; delete it and rerun the workflow to rebuild it"
+    )
   return vocab
 
 
@@ -105,11 +113,12 @@ def sequences(ids, seq_len: int) -> np.ndarray:
   num = len(ids) // seq_len
   if num == 0:
     raise ValueError(f"{len(ids)} tokens do not fill one sequence of length {seq_len}")
-  return ids[:num * seq_len].reshape(num, seq_len)
+  return ids[: num * seq_len].reshape(num, seq_len)
 
 
-def mask_tokens(key, ids, vocab_size: int, rate: float = 0.15,
-                special_ids: tuple[int, ...] = SPECIAL_IDS):
+def mask_tokens(
+    key, ids, vocab_size: int, rate: float = 0.15, special_ids: tuple[int, ...] = SPECIAL_IDS
+):
   """BERT masking: (inputs, labels, weights), each shaped like ids.
 
   Each non-special position is selected with probability `rate`; a selected
@@ -125,16 +134,22 @@ def mask_tokens(key, ids, vocab_size: int, rate: float = 0.15,
   u = jax.random.uniform(ku, ids.shape)
   allowed = jnp.asarray(np.setdiff1d(np.arange(vocab_size), special_ids), jnp.int32)
   random = allowed[jax.random.randint(kr, ids.shape, 0, allowed.shape[0])]
-  inputs = jnp.where(selected & (u < 0.8), MASK_ID,
-                     jnp.where(selected & (u < 0.9), random, ids))
+  inputs = jnp.where(selected & (u < 0.8), MASK_ID, jnp.where(selected & (u < 0.9), random, ids))
   return inputs, ids, selected.astype(jnp.float32)
 
 
 TEXT_KEYS = ("train", "val")
 
 
-def prepare(data_dir, vocab, *, train_split: str, val_split: str, seq_len: int,
-            max_tokens: int | None = None) -> dict:
+def prepare(
+    data_dir,
+    vocab,
+    *,
+    train_split: str,
+    val_split: str,
+    seq_len: int,
+    max_tokens: int | None = None,
+) -> dict:
   """Training and validation sequences of a WikiText directory, encoded with
   `vocab`; max_tokens keeps the first tokens of each split (quick runs)."""
   ds = {}

@@ -12,7 +12,7 @@ from manifold_metric import archs, barrier, probe, proxies, tracks, walks
 # What each score of Table 4 computes on one checkpoint and one batch.
 COMPUTATION = {
     "manifold": "n forward passes of the layers above the permuted one (one per distinct "
-                "walk step) plus one full forward pass; no backward",
+    "walk step) plus one full forward pass; no backward",
     "gradnorm": "1 forward + 1 backward (gradient of the loss)",
     "snip": "1 forward + 1 backward (gradient of the loss)",
     "grasp": "1 forward + 1 backward + 1 Hessian-vector product (forward-over-backward)",
@@ -21,8 +21,16 @@ COMPUTATION = {
 }
 
 
-def table4_times(arch: archs.Arch, variables, ds: dict, *, seed: int, n: int, batch_size: int,
-                 chunk: int | None = None) -> dict[str, float]:
+def table4_times(
+    arch: archs.Arch,
+    variables,
+    ds: dict,
+    *,
+    seed: int,
+    n: int,
+    batch_size: int,
+    chunk: int | None = None,
+) -> dict[str, float]:
   """Seconds per score on one model and its seed's batch, each after a
   compiling call, in one process: the manifold metric's barrier set (n nodes
   of the paper's walk over the first group) and every zero-cost proxy
@@ -61,12 +69,18 @@ def table4_markdown(table: pd.DataFrame) -> str:
   wide.insert(0, "computation", [COMPUTATION[m] for m in wide.index])
   ratio = wide.loc["manifold", wide.columns[1:]] / wide.loc["synflow", wide.columns[1:]]
   sizes = table.drop_duplicates("setting").set_index("setting")
-  head = (f"Seconds per score on one checkpoint right after the largest expansion, one batch "
-          f"({', '.join(f'{s}: {b}' for s, b in sizes.batch_size.items())}), n = "
-          f"{table.n.iloc[0]} nodes, on {table.device.iloc[0]}; each timed after a compiling "
-          "call, in one process. * gradient of the outputs, not of the loss.\n\n")
-  tail = ("\n\nThe manifold metric took " + ", ".join(
-      f"{r:.0f}x" if r >= 1 else f"{r:.2f}x" for r in ratio) + " SynFlow's time (" +
-      ", ".join(ratio.index) + "): it evaluates the network n times, SynFlow once forward and "
-      "once backward.\n")
+  head = (
+      f"Seconds per score on one checkpoint right after the largest expansion, one batch "
+      f"({', '.join(f'{s}: {b}' for s, b in sizes.batch_size.items())}), n = "
+      f"{table.n.iloc[0]} nodes, on {table.device.iloc[0]}; each timed after a compiling "
+      "call, in one process. * gradient of the outputs, not of the loss.\n\n"
+  )
+  tail = (
+      "\n\nThe manifold metric took "
+      + ", ".join(f"{r:.0f}x" if r >= 1 else f"{r:.2f}x" for r in ratio)
+      + " SynFlow's time ("
+      + ", ".join(ratio.index)
+      + "): it evaluates the network n times, SynFlow once forward and "
+      "once backward.\n"
+  )
   return head + wide.to_markdown(floatfmt=".4f") + tail

@@ -36,14 +36,17 @@ def cross_entropy(logits, labels, weights=None):
 def batch_indices(n: int, seed: int, size: int) -> np.ndarray:
   """The sorted indices of a seed's metric batch among n training examples."""
   if size > n:
-    raise ValueError(f"a metric batch of {size} (config key metric.batch_size, or "
-                     f"lm.metric_batch_size for BERT) needs at least {size} training "
-                     f"examples; the data has {n}")
+    raise ValueError(
+        f"a metric batch of {size} (config key metric.batch_size, or "
+        f"lm.metric_batch_size for BERT) needs at least {size} training "
+        f"examples; the data has {n}"
+    )
   return np.sort(np.random.default_rng([seed, 1]).permutation(n)[:size])
 
 
 class _Image:
   """MLP, CNN and ResNet18 on images, scored by validation accuracy."""
+
   name = "image"
   drop_remainder = False  # every training example in every epoch
 
@@ -89,8 +92,9 @@ class _Image:
       xb, yb, ok = xy
       return jnp.sum((jnp.argmax(module.apply(variables, xb), -1) == yb) & ok)
 
-    correct = jax.lax.map(one, (pad(x).reshape(nb, bs, *x.shape[1:]), pad(y).reshape(nb, bs),
-                                valid))
+    correct = jax.lax.map(
+        one, (pad(x).reshape(nb, bs, *x.shape[1:]), pad(y).reshape(nb, bs), valid)
+    )
     acc = correct.sum() / len(x)
     return {"val_acc": acc, "performance": acc}
 
@@ -115,7 +119,8 @@ class _Image:
   def head(self, arch, group):
     train = image_models.has_batch_norm(arch)
     return lambda v, z, batch: cross_entropy(
-        image_models.apply(arch, v, z, train=train, method="head"), batch[1])
+        image_models.apply(arch, v, z, train=train, method="head"), batch[1]
+    )
 
   def features(self, arch, variables, batch):
     """The input the proxies SynFlow and Jacov differentiate: the image."""
@@ -128,6 +133,7 @@ class _Image:
 class _LM:
   """BERT on token sequences, scored by -log of the validation MLM loss under
   one fixed masking (Section 4.4)."""
+
   name = "lm"
   drop_remainder = True  # fixed-size batches; the schedule counts them
 
@@ -138,8 +144,9 @@ class _LM:
     return bert.neuron_groups(arch)
 
   def arch(self, model: dict, ds: dict):
-    return archs.with_data(archs.make(model), vocab_size=ds["vocab_size"],
-                           max_len=ds["train"].shape[1])
+    return archs.with_data(
+        archs.make(model), vocab_size=ds["vocab_size"], max_len=ds["train"].shape[1]
+    )
 
   def init(self, arch, key, ds):
     return bert.init(arch, key)
@@ -199,8 +206,9 @@ class _LM:
     module = self.build(arch)
     if group.startswith("ffn_"):
       layer = int(group.split("_")[1])
-      logits = lambda v, z, batch: module.apply(v, z, batch[0], layer=layer, positions=batch[1],
-                                                method="head")
+      logits = lambda v, z, batch: module.apply(
+          v, z, batch[0], layer=layer, positions=batch[1], method="head"
+      )
     else:  # heads_0: the whole encoder above the embedding
       logits = lambda v, z, batch: module.apply(v, z, positions=batch[1], method="encode")
     return lambda v, z, batch: cross_entropy(logits(v, z, batch), batch[2], batch[3])
@@ -320,8 +328,10 @@ def check_preserved(arch: archs.Arch, before, after, what: str, seeds) -> None:
   are the same), BERT's -log MLM loss to float32 round-off (1e-4 relative)."""
   for seed, b, a in zip(seeds, before, after):
     if abs(a - b) > of(arch).preservation_tolerance(b):
-      raise RuntimeError(f"{what}, seed {seed}, changed the validation performance from {b} "
-                         f"to {a}: it is not function-preserving")
+      raise RuntimeError(
+          f"{what}, seed {seed}, changed the validation performance from {b} "
+          f"to {a}: it is not function-preserving"
+      )
 
 
 def param_count(variables) -> int:

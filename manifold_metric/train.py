@@ -20,7 +20,7 @@ import functools
 import math
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,14 @@ import optax
 
 from manifold_metric import archs, tracks
 
-DEFAULTS = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999,
-            "batch_size": 512}
+DEFAULTS = {
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "b1": 0.9,
+    "b2": 0.999,
+    "batch_size": 512,
+}
 OPTIMIZERS = ("adam", "adamw")
 # An epoch whose mean minibatch loss exceeds this many times the loss of a
 # uniform prediction has exploded: healthy runs stay near or below that loss.
@@ -70,8 +76,10 @@ def optimizer(hp: dict, total_steps: int | None = None) -> optax.GradientTransfo
   lr = hp["lr"]
   if hp.get("warmup") is not None:
     if total_steps is None or not 0 <= hp["warmup"] < total_steps:
-      raise ValueError(f"warmup ({hp['warmup']} steps) must be shorter than the schedule "
-                       f"(total_steps = {total_steps})")
+      raise ValueError(
+          f"warmup ({hp['warmup']} steps) must be shorter than the schedule "
+          f"(total_steps = {total_steps})"
+      )
     lr = optax.warmup_cosine_decay_schedule(0.0, hp["lr"], hp["warmup"], total_steps)
   if hp["optimizer"] == "adam":
     return optax.adam(lr, b1=hp["b1"], b2=hp["b2"])
@@ -114,20 +122,21 @@ def _program(arch: archs.Arch, hp_items: tuple, n: int, total_steps: int):
       i, rows = xs
       return step(carry, track.train_batch(arch, train, rows, jax.random.fold_in(km, i)))
 
-    carry, losses = jax.lax.scan(scan_step, (variables, opt_state),
-                                 (jnp.arange(full), order[:full * bs].reshape(full, bs)))
+    carry, losses = jax.lax.scan(
+        scan_step, (variables, opt_state), (jnp.arange(full), order[: full * bs].reshape(full, bs))
+    )
     total = losses.sum()
     if rest:
-      rows = order[full * bs:]
-      carry, loss = step(carry, track.train_batch(arch, train, rows,
-                                                  jax.random.fold_in(km, full)))
+      rows = order[full * bs :]
+      carry, loss = step(carry, track.train_batch(arch, train, rows, jax.random.fold_in(km, full)))
       total = total + loss
     return carry[0], carry[1], total
 
   @jax.jit
   def run_epoch(variables, opt_state, train, keys, active):
-    new_v, new_s, total = jax.vmap(epoch, in_axes=(0, 0, None, 0))(variables, opt_state,
-                                                                    train, keys)
+    new_v, new_s, total = jax.vmap(epoch, in_axes=(0, 0, None, 0))(
+        variables, opt_state, train, keys
+    )
     return _select(active, new_v, variables), _select(active, new_s, opt_state), total
 
   init = jax.jit(jax.vmap(lambda v: tx.init(v["params"])))
@@ -137,8 +146,9 @@ def _program(arch: archs.Arch, hp_items: tuple, n: int, total_steps: int):
 @jax.jit
 def _select(mask, new, old):
   """Per seed (leading axis), `new` where mask else `old`."""
-  return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-                      new, old)
+  return jax.tree.map(
+      lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old
+  )
 
 
 def _progress(best: float, chance: float, chance_loss: float, perfect: float) -> float:
@@ -149,9 +159,19 @@ def _progress(best: float, chance: float, chance_loss: float, perfect: float) ->
   return 1.0 - math.exp(-best) / chance_loss
 
 
-def fit(arch: archs.Arch, variables, ds: dict, *, hp: dict, seeds: Sequence[int], epochs: int,
-        run: str, patience: int | None = None, min_progress: float | None = None,
-        on_epoch: Callable[[int, dict, list], None] | None = None):
+def fit(
+    arch: archs.Arch,
+    variables,
+    ds: dict,
+    *,
+    hp: dict,
+    seeds: Sequence[int],
+    epochs: int,
+    run: str,
+    patience: int | None = None,
+    min_progress: float | None = None,
+    on_epoch: Callable[[int, dict, list], None] | None = None,
+):
   """Trains one model per seed, all seeds at once, with a fresh optimizer.
 
   Args:
@@ -211,15 +231,21 @@ def fit(arch: archs.Arch, variables, ds: dict, *, hp: dict, seeds: Sequence[int]
         continue
       name, total = f"{run} seed {seed}", float(totals[i])
       if not math.isfinite(total):
-        raise DivergenceError(f"{name}: training diverged at epoch {t} (loss sum {total}); "
-                              "lower the learning rate for this run")
+        raise DivergenceError(
+            f"{name}: training diverged at epoch {t} (loss sum {total}); "
+            "lower the learning rate for this run"
+        )
       if total / nsteps > EXPLOSION * chance_loss:
         raise DivergenceError(
             f"{name}: training loss exploded at epoch {t}: mean minibatch loss "
             f"{total / nsteps:.4g}, more than {EXPLOSION:g} times a uniform prediction's "
-            f"({chance_loss:.3g}); lower the learning rate for this run")
-      records[i] = {"epoch": t, "train_loss_sum": total,
-                    **{k: float(v[i]) for k, v in scores.items()}}
+            f"({chance_loss:.3g}); lower the learning rate for this run"
+        )
+      records[i] = {
+          "epoch": t,
+          "train_loss_sum": total,
+          **{k: float(v[i]) for k, v in scores.items()},
+      }
       histories[i].append(records[i])
       if best_record[i] is None or records[i]["performance"] > best_record[i]["performance"]:
         improved[i], best_record[i] = True, records[i]
@@ -227,8 +253,12 @@ def fit(arch: archs.Arch, variables, ds: dict, *, hp: dict, seeds: Sequence[int]
       best = _select(jnp.asarray(improved), state, best)
     elapsed = time.time() - start
     perf = " ".join(f"{r['performance']:.4f}" if r else "stopped" for r in records)
-    print(f"[{run}] epoch {t}/{epochs} performance per seed {perf} ({elapsed:.0f}s, at most "
-          f"{elapsed / t * (epochs - t):.0f}s left)", file=sys.stderr, flush=True)
+    print(
+        f"[{run}] epoch {t}/{epochs} performance per seed {perf} ({elapsed:.0f}s, at most "
+        f"{elapsed / t * (epochs - t):.0f}s left)",
+        file=sys.stderr,
+        flush=True,
+    )
     if on_epoch is not None:
       on_epoch(t, state, records)
     if patience is not None:
@@ -241,7 +271,8 @@ def fit(arch: archs.Arch, variables, ds: dict, *, hp: dict, seeds: Sequence[int]
         raise DivergenceError(
             f"{run} seed {seed}: not learning: the best epoch ({b['epoch']}) reached "
             f"performance {b['performance']:.4f}, against {chance:.4f} for chance; check the "
-            "learning rate and the data")
+            "learning rate and the data"
+        )
   return (best if patience is not None else state), histories
 
 
@@ -272,9 +303,26 @@ def fit_base(arch: archs.Arch, variables, ds: dict, *, hp: dict, base: dict, see
       chance (MIN_PROGRESS): nothing should be expanded from it.
   """
   if "patience" in base:
-    phi, histories = fit(arch, variables, ds, hp=hp, seeds=seeds, epochs=base["max_epochs"],
-                         run=run, patience=base["patience"], min_progress=MIN_PROGRESS)
+    phi, histories = fit(
+        arch,
+        variables,
+        ds,
+        hp=hp,
+        seeds=seeds,
+        epochs=base["max_epochs"],
+        run=run,
+        patience=base["patience"],
+        min_progress=MIN_PROGRESS,
+    )
     return phi, histories, [max(h["performance"] for h in hist) for hist in histories]
-  phi, histories = fit(arch, variables, ds, hp=hp, seeds=seeds, epochs=base["epochs"], run=run,
-                       min_progress=MIN_PROGRESS)
+  phi, histories = fit(
+      arch,
+      variables,
+      ds,
+      hp=hp,
+      seeds=seeds,
+      epochs=base["epochs"],
+      run=run,
+      min_progress=MIN_PROGRESS,
+  )
   return phi, histories, [hist[-1]["performance"] for hist in histories]

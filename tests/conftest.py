@@ -16,6 +16,7 @@ def small_study(tmp_path_factory):
   """The small study (tests/workflow_config.yaml) built once per session;
   tests that change it work on a copy (`tests.workflow.copy_project`)."""
   from tests.workflow import make_project, snakemake
+
   project = make_project(tmp_path_factory.mktemp("small-study"))
   snakemake(project)
   return project

@@ -10,8 +10,19 @@ import pytest
 from flax import traverse_util
 from sklearn.datasets import load_digits
 
-from manifold_metric import (archs, barrier, bert, expansion, image_models, metric, permutations,
-                             probe, text, tracks, walks)
+from manifold_metric import (
+    archs,
+    barrier,
+    bert,
+    expansion,
+    image_models,
+    metric,
+    permutations,
+    probe,
+    text,
+    tracks,
+    walks,
+)
 
 
 def _arch(kind, **sizes):
@@ -31,7 +42,7 @@ CHUNKS = (1, 2, N)  # a plain scan, a scan plus a remainder (2 does not divide 5
 
 
 def _quadratic(v):
-  return sum(jnp.sum(x ** 2) for x in jax.tree.leaves(v))
+  return sum(jnp.sum(x**2) for x in jax.tree.leaves(v))
 
 
 def _tree(key):
@@ -81,8 +92,8 @@ def _variables(arch, shape, rng):
 
 def _digits(start=0, count=16):
   digits = load_digits()  # real 8x8 images
-  x = (digits.images[start:start + count, ..., None] / 16).astype(np.float32)
-  return x, digits.target[start:start + count].astype(np.int32)
+  x = (digits.images[start : start + count, ..., None] / 16).astype(np.float32)
+  return x, digits.target[start : start + count].astype(np.int32)
 
 
 # A walk seed whose first N steps move every model's first group by more than
@@ -95,8 +106,12 @@ def _setup(arch, seed=0):
   spec = probe.spec(arch)
   x, y = _digits()
   rng = np.random.default_rng(seed)
-  return (spec, _variables(arch, x.shape[1:], rng), (x, y),
-          walks.random_walk(SETUP_WALK, spec.size, N))
+  return (
+      spec,
+      _variables(arch, x.shape[1:], rng),
+      (x, y),
+      walks.random_walk(SETUP_WALK, spec.size, N),
+  )
 
 
 def _stack(*trees):
@@ -105,17 +120,21 @@ def _stack(*trees):
 
 def _engine(arch, spec, variables, batch, nodes, **kw):
   """barrier_sets of one model, one batch, one walk: its n barriers."""
-  return barrier.barrier_sets(probe.probe(arch), spec, _stack(variables), _stack(batch),
-                              np.asarray(nodes)[None, None], **kw)[0, 0]
+  return barrier.barrier_sets(
+      probe.probe(arch), spec, _stack(variables), _stack(batch), np.asarray(nodes)[None, None], **kw
+  )[0, 0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _midpoint_barrier(arch, train):
   """Equation 1 at alpha = 0.5 between two variable trees, jitted once per model."""
+
   def loss(v, batch):
     return tracks.cross_entropy(image_models.apply(arch, v, batch[0], train=train), batch[1])
-  return jax.jit(lambda va, vb, batch: barrier.loss_barrier(lambda v: loss(v, batch), va, vb,
-                                                            [0.5])[0])
+
+  return jax.jit(
+      lambda va, vb, batch: barrier.loss_barrier(lambda v: loss(v, batch), va, vb, [0.5])[0]
+  )
 
 
 def _literal(arch, spec, variables, batch, nodes, train):
@@ -164,11 +183,11 @@ def test_barrier_sets_of_several_instances_are_each_instances_own(name):
   seed_of = np.array([1, 0, 1])
   models = [_variables(arch, batches[0][0].shape[1:], np.random.default_rng(i)) for i in range(3)]
   p, stacked, stacked_batches = probe.probe(arch), _stack(*models), _stack(*batches)
-  got, tau = barrier.barrier_sets(p, spec, stacked, stacked_batches, nodes, seed_of,
-                                  instance_chunk=3, with_resolution=True)
+  got, tau = barrier.barrier_sets(
+      p, spec, stacked, stacked_batches, nodes, seed_of, instance_chunk=3, with_resolution=True
+  )
   assert got.shape == (3, 2, N) and tau.shape == (3,)
-  by_one = barrier.barrier_sets(p, spec, stacked, stacked_batches, nodes, seed_of,
-                                instance_chunk=1)
+  by_one = barrier.barrier_sets(p, spec, stacked, stacked_batches, nodes, seed_of, instance_chunk=1)
   # Vmapped instances (instance_chunk 3): matmuls become batched ones, and
   # BatchNorm's batch statistics batched reductions, whose float32 rounding differs
   # in the last bits of the loss (measured: up to 2 ulps of L ~ 2.4 for the CNN, 8
@@ -187,8 +206,9 @@ def test_barrier_sets_of_several_instances_are_each_instances_own(name):
     alone = _engine(arch, spec, models[i], batches[seed_of[i]], nodes[seed_of[i], w])
     _within(got[i, w], alone, tau[i], f"{i}, {w}")
   # seed_of=None: instance i is seed i (here the seeds in the other order).
-  two = barrier.barrier_sets(p, spec, _stack(*models[:2]), _stack(batches[1], batches[0]),
-                             nodes[::-1])
+  two = barrier.barrier_sets(
+      p, spec, _stack(*models[:2]), _stack(batches[1], batches[0]), nodes[::-1]
+  )
   _within(two, got[:2], tau[:2, None, None])
 
 
@@ -212,9 +232,10 @@ def test_distinct_steps_index_every_step_of_every_walk():
   for s in range(S):
     distinct = {tuple(t) for t in sig[s].reshape(-1, size)}
     assert sigmas.shape[1] == barrier._loop_length(
-        max(len({tuple(t) for t in sig[r].reshape(-1, size)}) for r in range(S)), W * n)
+        max(len({tuple(t) for t in sig[r].reshape(-1, size)}) for r in range(S)), W * n
+    )
     assert {tuple(t) for t in sigmas[s]} == distinct  # padded with its own steps only
-    assert len({tuple(t) for t in sigmas[s, :len(distinct)]}) == len(distinct)  # first
+    assert len({tuple(t) for t in sigmas[s, : len(distinct)]}) == len(distinct)  # first
     for w in range(W):
       for i in range(n):
         np.testing.assert_array_equal(sigmas[s, inverse[s, w * n + i]], sig[s, w, i])
@@ -308,7 +329,7 @@ def _plain_loss(arch):
   return lambda v, b: tracks.cross_entropy(module.apply(v, b[0]), b[1])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _literal_pair(arch, spec):
   """Equation 1 at alpha = 0.5 for the nodes pa, pb of one pair, jitted once per model."""
   loss = _plain_loss(arch)
@@ -322,7 +343,7 @@ def _literal_pair(arch, spec):
   return jax.jit(pair)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loss_scale(p):
   """|L| + sum |z dL/dz| at theta (z the stem output), jitted once per probe."""
 
@@ -335,8 +356,12 @@ def _loss_scale(p):
 
 
 def _float64(tree):
-  return jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64))
-                      if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a), tree)
+  return jax.tree.map(
+      lambda a: jnp.asarray(np.asarray(a, np.float64))
+      if np.issubdtype(np.asarray(a).dtype, np.floating)
+      else jnp.asarray(a),
+      tree,
+  )
 
 
 def _literal_float64(arch, p, spec, variables, batch, probe_batch, nodes):
@@ -351,8 +376,9 @@ def _literal_float64(arch, p, spec, variables, batch, probe_batch, nodes):
   pair = _literal_pair(arch, spec)
   with jax.enable_x64(True):
     v, b, pb = _float64(variables), _float64(batch), _float64(probe_batch)
-    raw = np.abs([float(pair(v, b, jnp.asarray(a), jnp.asarray(c)))
-                  for a, c in zip(nodes[:-1], nodes[1:])])
+    raw = np.abs(
+        [float(pair(v, b, jnp.asarray(a), jnp.asarray(c))) for a, c in zip(nodes[:-1], nodes[1:])]
+    )
     scale = float(_loss_scale(p)(v, pb))
   tau = barrier.RESOLUTION * EPS32 * scale
   grid = 1e-11 * scale
@@ -429,18 +455,28 @@ def _woken(p, spec, variables, batch, near: dict):
 # neurons: exact zeros), and theta^(0) after a few gradient steps with two dead neurons
 # woken a little (replicas slightly apart, near-dead neurons: nonzero barriers < 1e-5).
 IMAGE_FAMILIES = {
-    "mlp": dict(arch=_arch("mlp", hidden=[32]), dead=25, near={21: 0.1, 23: 0.03},
-                expansions={"widen_first": {"kind": "widen_first", "factor": 2}}),
-    "cnn": dict(arch=_arch("cnn", channels=[32, 8], dense=32), dead=25,
-                near={19: 0.3, 23: 0.3}, expansions={
-                    "widen_first": {"kind": "widen_first", "factor": 2},
-                    "widen_all": {"kind": "widen_all", "factor": 1.5}}),
+    "mlp": dict(
+        arch=_arch("mlp", hidden=[32]),
+        dead=25,
+        near={21: 0.1, 23: 0.03},
+        expansions={"widen_first": {"kind": "widen_first", "factor": 2}},
+    ),
+    "cnn": dict(
+        arch=_arch("cnn", channels=[32, 8], dense=32),
+        dead=25,
+        near={19: 0.3, 23: 0.3},
+        expansions={
+            "widen_first": {"kind": "widen_first", "factor": 2},
+            "widen_all": {"kind": "widen_all", "factor": 1.5},
+        },
+    ),
 }
 TRAINED = "widen_first"  # the expansion also taken a few gradient steps further
 
 
 def _image_models(name):
-  """[(label, arch, variables)], phi* first; and (batch, batch) for the plain model and the probe."""
+  """[(label, arch, variables)], phi* first; and (batch, batch) for the plain
+  model and the probe."""
   fam = IMAGE_FAMILIES[name]
   arch = fam["arch"]
   digits = load_digits()  # real 8x8 images
@@ -456,16 +492,22 @@ def _image_models(name):
   def train(v):
     return {"params": _adam(loss, v["params"], (x, y), 300, 1e-2, 0, 256)}
 
-  v = _dead_then_trained(p, spec, _variables(arch, x.shape[1:], np.random.default_rng(0)),
-                         (x, y), train, fam["dead"])
+  v = _dead_then_trained(
+      p, spec, _variables(arch, x.shape[1:], np.random.default_rng(0)), (x, y), train, fam["dead"]
+  )
   out = [("base", arch, v)]
   for i, (label, e) in enumerate(fam["expansions"].items()):
     a2, v2 = expansion.expand(arch, v, e, jax.random.key(10 + i))
     out.append((label, a2, v2))
     if label == TRAINED:
       m2 = image_models.build(a2)
-      moved = _sgd(lambda q, b: tracks.cross_entropy(m2.apply({"params": q}, b[0]), b[1]),
-                   v2["params"], batch, 3, 0.05)
+      moved = _sgd(
+          lambda q, b: tracks.cross_entropy(m2.apply({"params": q}, b[0]), b[1]),
+          v2["params"],
+          batch,
+          3,
+          0.05,
+      )
       woken = _woken(probe.probe(a2), probe.spec(a2), {"params": moved}, batch, fam["near"])
       out.append((label + "+3 steps", a2, woken))
   return out, batch, batch
@@ -506,8 +548,9 @@ def _bert_models():
   module = bert.build(arch)
   mask = jax.jit(text.mask_tokens, static_argnames="vocab_size")
   data = tuple(np.asarray(a) for a in mask(jax.random.key(1), _token_sequences(1, 2048), VOCAB))
-  batch = tuple(np.asarray(a) for a in mask(jax.random.key(2), _token_sequences(2, BERT_PROBE),
-                                            VOCAB))
+  batch = tuple(
+      np.asarray(a) for a in mask(jax.random.key(2), _token_sequences(2, BERT_PROBE), VOCAB)
+  )
   pbatch = _one_probe_batch(batch)
 
   def loss(params, b):
@@ -522,8 +565,7 @@ def _bert_models():
   # barriers sit at the float32 resolution of the loss.
   for name in ("ffn_in", "ffn_out"):
     k = v["params"]["layers_0"][name]["kernel"]
-    v = _with_leaf(v, f"params/layers_0/{name}/kernel",
-                   rng.normal(0, k.shape[0] ** -0.5, k.shape))
+    v = _with_leaf(v, f"params/layers_0/{name}/kernel", rng.normal(0, k.shape[0] ** -0.5, k.shape))
   v = _dead_then_trained(p, spec, v, _one_probe_batch(data), train, BERT_DEAD, margin=100.0)
   # GELU is exactly 0 only below about -40, and a midpoint of such a neuron with a live one
   # is then dead whatever the partner (many equal barriers). Silence the dead neurons by
@@ -532,21 +574,29 @@ def _bert_models():
   bias[:BERT_DEAD] = 0.0
   out = np.array(permutations.get(v, "params/layers_0/ffn_out/kernel"))
   out[:BERT_DEAD] = 0.0
-  v = _with_leaf(_with_leaf(v, "params/layers_0/ffn_in/bias", bias),
-                 "params/layers_0/ffn_out/kernel", out)
+  v = _with_leaf(
+      _with_leaf(v, "params/layers_0/ffn_in/bias", bias), "params/layers_0/ffn_out/kernel", out
+  )
   a2, v2 = expansion.expand(arch, v, {"kind": "widen_ffn", "factor": 2}, jax.random.key(9))
   m2 = bert.build(a2)
-  moved = {"params": _sgd(lambda q, b: bert.mlm_loss(m2.apply({"params": q}, b[0]), b[1], b[2]),
-                          v2["params"], batch, 3, 0.05)}
+  moved = {
+      "params": _sgd(
+          lambda q, b: bert.mlm_loss(m2.apply({"params": q}, b[0]), b[1], b[2]),
+          v2["params"],
+          batch,
+          3,
+          0.05,
+      )
+  }
   return [("base", arch, v), ("widen_ffn", a2, v2), ("widen_ffn+3 steps", a2, moved)], batch, pbatch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _family(name):
   return _bert_models() if name == "bert" else _image_models(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _barrier_sets(name, seed=None):
   """{label: (engine barriers, literal barriers, raw literal |b|, literal tau, engine tau)}
   for one family."""
@@ -556,14 +606,18 @@ def _barrier_sets(name, seed=None):
   for label, arch, v in family:
     p, spec = probe.probe(arch), probe.spec(arch)
     nodes = walks.random_walk(seed, spec.size, WALK)
-    engine, tau = barrier.barrier_sets(p, spec, _stack(v), _stack(pbatch), nodes[None, None],
-                                       with_resolution=True)
-    out[label] = (engine[0, 0], *_literal_float64(arch, p, spec, v, batch, pbatch, nodes),
-                  float(tau[0]))
+    engine, tau = barrier.barrier_sets(
+        p, spec, _stack(v), _stack(pbatch), nodes[None, None], with_resolution=True
+    )
+    out[label] = (
+        engine[0, 0],
+        *_literal_float64(arch, p, spec, v, batch, pbatch, nodes),
+        float(tau[0]),
+    )
   return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _literal_float32(name):
   """{label: |b_i|}: Algorithm 1 run literally in float32, without the resolution rule."""
   family, batch, _ = _family(name)
@@ -589,8 +643,11 @@ def _undecidable(sets):
   for q in QS:
     for n in NS:
       lam = metric.threshold(sets["base"][1], q, n)
-      out += [(label, q, n) for label, (_, lit, _, tau, _) in sets.items()
-              if lam != 0 and np.any(np.abs(lit[:n] - lam) <= tau)]
+      out += [
+          (label, q, n)
+          for label, (_, lit, _, tau, _) in sets.items()
+          if lam != 0 and np.any(np.abs(lit[:n] - lam) <= tau)
+      ]
   return out
 
 
@@ -598,8 +655,9 @@ def _regime(sets, tiny: int = 3):
   """The data is the regime in question, as a list of what it lacks: exact zeros
   (dead neurons in phi*; Net2Net replicas and dead neurons in theta^(0)), `tiny`
   nonzero barriers below 1e-5 (theta^(0) trained a little, with near-dead neurons:
-  a rule that zeroed too much would zero them), lambda = 0 at small q, no barrier within a factor 2 of tau (where float32 cannot tell on
-  which side of it the barrier is), and a decidable grid."""
+  a rule that zeroed too much would zero them), lambda = 0 at small q, no
+  barrier within a factor 2 of tau (where float32 cannot tell on which side of
+  it the barrier is), and a decidable grid."""
   lacks = []
   for label, (_, lit, raw, tau, _) in sets.items():
     if not label.endswith("steps") and not np.any(lit == 0):
@@ -628,8 +686,9 @@ def test_m_and_M_of_net2net_models_are_those_of_algorithm_1(family):
   for label, (engine, lit, _, tau, _) in sets.items():
     # Rounding: near theta below tau / 8 (module docstring of barrier); at a midpoint
     # away from theta, which is less confident, up to ~3 eps in the measurements.
-    np.testing.assert_allclose(engine, lit, rtol=barrier.RESOLUTION * EPS32,
-                               atol=tau / 2 + 4 * EPS32, err_msg=label)
+    np.testing.assert_allclose(
+        engine, lit, rtol=barrier.RESOLUTION * EPS32, atol=tau / 2 + 4 * EPS32, err_msg=label
+    )
     np.testing.assert_array_equal(engine == 0, lit == 0, err_msg=label)
     if label == "base":
       continue
@@ -638,7 +697,10 @@ def test_m_and_M_of_net2net_models_are_those_of_algorithm_1(family):
     for g, w in zip(got, want):
       assert (g["m"], g["m_base"], g["M"]) == (w["m"], w["m_base"], w["M"]), (label, g, w)
       assert (g["zero"], g["zero_base"], g["lambda_zero"]) == (
-          w["zero"], w["zero_base"], w["lambda_zero"]), (label, g, w)
+          w["zero"],
+          w["zero_base"],
+          w["lambda_zero"],
+      ), (label, g, w)
 
 
 @pytest.mark.parametrize("family", ["mlp"])  # a float32 compile per model: one family
@@ -646,13 +708,20 @@ def test_without_the_resolution_rule_float32_gets_m_wrong(family):
   """The test above can fail: float32 run literally rounds some barriers that are
   exactly 0 to noise, and with lambda = 0 that changes m and M."""
   sets, f32 = _barrier_sets(family), _literal_float32(family)
-  noise = [label for label, (_, lit, _, _, _) in sets.items()
-           if np.any((f32[label] != 0) & (lit == 0))]
+  noise = [
+      label for label, (_, lit, _, _, _) in sets.items() if np.any((f32[label] != 0) & (lit == 0))
+  ]
   assert noise, "float32 got every exact zero right"
-  wrong = [(label, g["q"], g["n"]) for label in sets if label != "base"
-           for g, w in zip(metric.grid(f32[label], f32["base"], QS, NS),
-                           metric.grid(sets[label][1], sets["base"][1], QS, NS))
-           if (g["m"], g["m_base"]) != (w["m"], w["m_base"])]
+  wrong = [
+      (label, g["q"], g["n"])
+      for label in sets
+      if label != "base"
+      for g, w in zip(
+          metric.grid(f32[label], f32["base"], QS, NS),
+          metric.grid(sets[label][1], sets["base"][1], QS, NS),
+      )
+      if (g["m"], g["m_base"]) != (w["m"], w["m_base"])
+  ]
   assert wrong
 
 
@@ -662,7 +731,7 @@ def test_resolution_is_the_rule_of_the_module_docstring(family):
   bracket computed in float64; and `barrier.resolution` gives it too."""
   models, _, pbatch = _family(family)
   sets = _barrier_sets(family)
-  for label, arch, v in models:
+  for label, _, _ in models:
     literal, engine = sets[label][3], sets[label][4]
     assert engine == pytest.approx(literal, rel=1e-4), label
   label, arch, v = models[0]

@@ -6,8 +6,18 @@ import jax
 import numpy as np
 import pytest
 
-from manifold_metric import (archs, barrier, barrier_tables, data, expansion, image_models,
-                             permutations, probe, tracks, walks)
+from manifold_metric import (
+    archs,
+    barrier,
+    barrier_tables,
+    data,
+    expansion,
+    image_models,
+    permutations,
+    probe,
+    tracks,
+    walks,
+)
 
 SEEDS = [4, 9]
 N, BATCH = 12, 48
@@ -23,9 +33,13 @@ def digits():
 def _variables(arch, seed):
   shapes = jax.eval_shape(lambda: image_models.init(arch, jax.random.key(0), (8, 8, 1)))
   rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: np.asarray(
-      rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
-      s.dtype), shapes)
+  return jax.tree.map(
+      lambda s: np.asarray(
+          rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
+          s.dtype,
+      ),
+      shapes,
+  )
 
 
 def _stack(*trees):
@@ -39,45 +53,91 @@ def models():
   phi = [_variables(BASE, s) for s in SEEDS]
   deep_arch, theta = expansion.expand_seeds(BASE, _stack(*phi), DEEPEN, SEEDS)
   theta = [jax.tree.map(lambda a: np.asarray(a)[i], theta) for i in range(2)]
-  moved = [jax.tree.map(lambda a: a + 0.05 * np.random.default_rng(i).normal(size=a.shape)
-                        .astype(a.dtype), t) for i, t in enumerate(theta)]
+  moved = [
+      jax.tree.map(
+          lambda a: a + 0.05 * np.random.default_rng(i).normal(size=a.shape).astype(a.dtype), t
+      )
+      for i, t in enumerate(theta)
+  ]
   _, lineage = archs.expanded(BASE, DEEPEN)
   return [
-      barrier_tables.Models("base", BASE, _stack(*phi), np.array([0, 1]), np.array([0, 0]),
-                            {g: g for g in BASE.groups()}),
-      barrier_tables.Models("deeper", deep_arch, _stack(theta[1], moved[1], moved[0]),
-                            np.array([1, 1, 0]), np.array([0, 3, 3]), lineage),
+      barrier_tables.Models(
+          "base",
+          BASE,
+          _stack(*phi),
+          np.array([0, 1]),
+          np.array([0, 0]),
+          {g: g for g in BASE.groups()},
+      ),
+      barrier_tables.Models(
+          "deeper",
+          deep_arch,
+          _stack(theta[1], moved[1], moved[0]),
+          np.array([1, 1, 0]),
+          np.array([0, 3, 3]),
+          lineage,
+      ),
   ], {"phi": phi, "theta": theta, "moved": moved}
 
 
 def test_table_holds_each_models_barriers_on_its_seeds_batch_and_walks(digits, models):
   ms, v = models
-  table = barrier_tables.table(ms, digits, setting="s", seeds=SEEDS, groups=list(BASE.groups()),
-                               n=N, batch_size=BATCH)
-  assert list(table.columns) == ["setting", "model", "expansion", "group", "walk", "seed",
-                                 "epoch", "node", "barrier", "resolution"]
+  table = barrier_tables.table(
+      ms, digits, setting="s", seeds=SEEDS, groups=list(BASE.groups()), n=N, batch_size=BATCH
+  )
+  assert list(table.columns) == [
+      "setting",
+      "model",
+      "expansion",
+      "group",
+      "walk",
+      "seed",
+      "epoch",
+      "node",
+      "barrier",
+      "resolution",
+  ]
   assert len(table) == (2 + 3) * 2 * len(walks.WALKS) * N
   assert set(table.group) == {"hiddens_0", "hiddens_1"}  # the base's names
   assert (table.setting == "s").all() and (table.model == "mlp").all()
   batches = tracks.metric_batches(BASE, digits, SEEDS, BATCH)
   deep_arch = ms[1].arch
-  cases = [("base", 4, 0, BASE, v["phi"][0]), ("base", 9, 0, BASE, v["phi"][1]),
-           ("deeper", 9, 0, deep_arch, v["theta"][1]), ("deeper", 9, 3, deep_arch, v["moved"][1]),
-           ("deeper", 4, 3, deep_arch, v["moved"][0])]
+  cases = [
+      ("base", 4, 0, BASE, v["phi"][0]),
+      ("base", 9, 0, BASE, v["phi"][1]),
+      ("deeper", 9, 0, deep_arch, v["theta"][1]),
+      ("deeper", 9, 3, deep_arch, v["moved"][1]),
+      ("deeper", 4, 3, deep_arch, v["moved"][0]),
+  ]
   for expansion_, seed, epoch, arch, model in cases:
     s = SEEDS.index(seed)
     for group in BASE.groups():
       name = ms[1].lineage[group] if expansion_ == "deeper" else group
       spec = probe.spec(arch, name)
       want, tau = barrier.barrier_sets(
-          probe.probe(arch, name), spec, _stack(model), jax.tree.map(lambda a: a[s:s + 1], batches),
-          walks.seed_walks([seed], spec.size, N), with_resolution=True)
+          probe.probe(arch, name),
+          spec,
+          _stack(model),
+          jax.tree.map(lambda a: a[s : s + 1], batches),
+          walks.seed_walks([seed], spec.size, N),
+          with_resolution=True,
+      )
       for w, walk in enumerate(walks.WALKS):
-        rows = table[(table.expansion == expansion_) & (table.seed == seed) &
-                     (table.epoch == epoch) & (table.group == group) & (table.walk == walk)]
+        rows = table[
+            (table.expansion == expansion_)
+            & (table.seed == seed)
+            & (table.epoch == epoch)
+            & (table.group == group)
+            & (table.walk == walk)
+        ]
         assert rows.node.tolist() == list(range(1, N + 1))
-        np.testing.assert_allclose(rows.barrier, want[0, w], rtol=0, atol=tau[0],
-                                   err_msg=f"{expansion_} {seed} {epoch} {group} {walk}")
+        np.testing.assert_allclose(
+            rows.barrier,
+            want[0, w],
+            rtol=0,
+            atol=tau[0],
+            err_msg=f"{expansion_} {seed} {epoch} {group} {walk}",
+        )
         np.testing.assert_allclose(rows.resolution, tau[0], rtol=1e-5)
   # The deepened theta^(0) is phi*'s function, and identity layers leave the barriers
   # of every group alone: the rows of seed 9 agree with phi*'s.
@@ -92,18 +152,21 @@ def test_a_diverged_model_is_named(digits, models):
   ms, v = models
   broken = jax.tree.map(lambda a: np.asarray(a).copy(), ms[1].variables)
   broken["params"]["out"]["bias"][2] = np.nan
-  bad = barrier_tables.Models("deeper", ms[1].arch, broken, ms[1].seed_of, ms[1].epochs,
-                              ms[1].lineage)
+  bad = barrier_tables.Models(
+      "deeper", ms[1].arch, broken, ms[1].seed_of, ms[1].epochs, ms[1].lineage
+  )
   with pytest.raises(RuntimeError, match="deeper seed 4 epoch 3: non-finite barriers"):
-    barrier_tables.table([ms[0], bad], digits, setting="s", seeds=SEEDS, groups=["hiddens_0"],
-                         n=N, batch_size=BATCH)
+    barrier_tables.table(
+        [ms[0], bad], digits, setting="s", seeds=SEEDS, groups=["hiddens_0"], n=N, batch_size=BATCH
+    )
 
 
 def test_loss_curves_are_the_loss_along_each_pair_of_the_walk(digits, models):
   _, v = models
   alphas = [0.0, 0.25, 0.5, 1.0]
-  curves = barrier_tables.loss_curves(BASE, _stack(*v["phi"]), digits, seeds=SEEDS, pairs=3,
-                                      alphas=alphas, batch_size=BATCH)
+  curves = barrier_tables.loss_curves(
+      BASE, _stack(*v["phi"]), digits, seeds=SEEDS, pairs=3, alphas=alphas, batch_size=BATCH
+  )
   assert list(curves.columns) == ["seed", "width", "pair", "alpha", "loss"]
   assert len(curves) == 2 * 3 * 4 and (curves.width == 6).all()
   batches = tracks.metric_batches(BASE, digits, SEEDS, BATCH)
@@ -119,5 +182,4 @@ def test_loss_curves_are_the_loss_along_each_pair_of_the_walk(digits, models):
       want = [float(loss(barrier.interpolate(b, a, alpha), batch)) for alpha in alphas]
       np.testing.assert_allclose(got.loss, want, rtol=1e-5)
       # Both ends are permutations of phi*: its loss.
-      np.testing.assert_allclose(got.loss.iloc[[0, -1]], float(loss(v["phi"][s], batch)),
-                                 rtol=1e-5)
+      np.testing.assert_allclose(got.loss.iloc[[0, -1]], float(loss(v["phi"][s], batch)), rtol=1e-5)

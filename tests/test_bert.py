@@ -22,8 +22,10 @@ def data():
   """(train, eval) sequences: WikiText valid for training, test for evaluation."""
   train = text.read_split(DATA, "valid")
   vocab = text.build_vocab(train, VOCAB)
-  return (text.sequences(text.encode(train, vocab), SEQ),
-          text.sequences(text.encode(text.read_split(DATA, "test"), vocab), SEQ))
+  return (
+      text.sequences(text.encode(train, vocab), SEQ),
+      text.sequences(text.encode(text.read_split(DATA, "test"), vocab), SEQ),
+  )
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +54,19 @@ def variables():
   """Initial parameters moved by noise, so that biases are non-zero and the
   midpoints of permuted copies clearly leave the minimum (barriers ~0.01-0.1)."""
   rng = np.random.default_rng(1)
-  return jax.tree.map(lambda x: x + 0.3 * rng.normal(size=x.shape).astype(np.float32),
-                      _init_like(ARCH, rng))
+  return jax.tree.map(
+      lambda x: x + 0.3 * rng.normal(size=x.shape).astype(np.float32), _init_like(ARCH, rng)
+  )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fns(arch):
   """Jitted (logits, MLM loss) for one arch."""
+
   def f(v, b):
     out = bert.build(arch).apply(v, b[0])
     return out, bert.mlm_loss(out, b[1], b[2])
+
   return jax.jit(f)
 
 
@@ -125,14 +130,16 @@ def test_stem_head_compose(variables, batch):
 def test_permutation_preserves_logits(variables, batch, group):
   spec = bert.neuron_groups(ARCH)[group]
   permutations.check(spec, variables)
-  perm = (jnp.array([1, 0]) if spec.size == 2
-          else jax.random.permutation(jax.random.key(1), spec.size))
+  perm = (
+      jnp.array([1, 0]) if spec.size == 2 else jax.random.permutation(jax.random.key(1), spec.size)
+  )
   assert not np.array_equal(perm, np.arange(spec.size))
   permuted = permutations.permute(spec, variables, perm)
   for path in spec.paths:
     assert not np.allclose(permutations.get(permuted, path), permutations.get(variables, path))
-  np.testing.assert_allclose(_fns(ARCH)(permuted, batch)[0], _fns(ARCH)(variables, batch)[0],
-                             atol=5e-5)
+  np.testing.assert_allclose(
+      _fns(ARCH)(permuted, batch)[0], _fns(ARCH)(variables, batch)[0], atol=5e-5
+  )
 
 
 def test_neuron_groups_and_specs():
@@ -168,7 +175,8 @@ def test_probe_loss_is_the_mlm_loss(variables, batch, group):
 def test_probe_batches_hold_the_masked_positions_of_each_seed(batch):
   other = tuple(np.asarray(a) for a in MASK(jax.random.key(4), batch[1], VOCAB, rate=0.3))
   inputs, positions, labels, weights = bert.probe_batches(
-      tuple(np.stack([a, b]) for a, b in zip(batch, other)))
+      tuple(np.stack([a, b]) for a, b in zip(batch, other))
+  )
   for s, (ids, lab, w) in enumerate((batch, other)):
     np.testing.assert_array_equal(inputs[s], ids)
     masked = np.flatnonzero(w.reshape(-1))
@@ -188,8 +196,9 @@ def test_barrier_set_matches_literal(variables, batch, group):
   nodes = walks.random_walk(7, spec.size, 4)
   pb = _probe_batch(batch)
   stack = lambda t: jax.tree.map(lambda a: np.asarray(a)[None], t)
-  got, tau = barrier.barrier_sets(p, spec, stack(variables), stack(pb), nodes[None, None],
-                                  chunk=2, with_resolution=True)
+  got, tau = barrier.barrier_sets(
+      p, spec, stack(variables), stack(pb), nodes[None, None], chunk=2, with_resolution=True
+  )
   got = got[0, 0]
   base = _fns(ARCH)(variables, batch)[1]
   mid = jax.jit(lambda va, vb: _fns(ARCH)(barrier.interpolate(va, vb, 0.5), batch)[1])

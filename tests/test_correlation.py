@@ -54,7 +54,8 @@ def test_float32_rounding_is_a_tie(method):
   # Two such ties among distinct values rank as ties, not by their noise.
   a = np.array([1.0, 1.0 + 1e-7, 2.0, 3.0])
   assert rank_correlation(a, [2, 1, 3, 4], "kendall") == pytest.approx(
-      rank_correlation([1, 1, 2, 3], [2, 1, 3, 4], "kendall"))
+      rank_correlation([1, 1, 2, 3], [2, 1, 3, 4], "kendall")
+  )
   # Distinct values well above the tolerance keep their order.
   assert rank_correlation([1.0, 1.001, 1.002], [1, 2, 3], method) == pytest.approx(1.0)
 
@@ -75,8 +76,18 @@ def _candidates():
       for epoch in (1, 5):
         for cand, gain in enumerate([0.1, 0.3, 0.2]):
           bad = -gain if (setting, seed, epoch) != ("mlp-mnist", 1, 5) else gain
-          rows.append(dict(setting=setting, seed=seed, epoch=epoch, candidate=cand,
-                           good=10 * gain, bad=bad, const=1.0, gain=gain))
+          rows.append(
+              dict(
+                  setting=setting,
+                  seed=seed,
+                  epoch=epoch,
+                  candidate=cand,
+                  good=10 * gain,
+                  bad=bad,
+                  const=1.0,
+                  gain=gain,
+              )
+          )
   return pd.DataFrame(rows)
 
 
@@ -112,8 +123,16 @@ def test_summarize_over_seeds():
 
 
 def test_summarize_skips_nan_seeds():
-  corr = pd.DataFrame(dict(setting="s", metric="m", method="kendall", epoch=1,
-                           seed=[0, 1, 2], value=[0.2, np.nan, 0.6]))
+  corr = pd.DataFrame(
+      dict(
+          setting="s",
+          metric="m",
+          method="kendall",
+          epoch=1,
+          seed=[0, 1, 2],
+          value=[0.2, np.nan, 0.6],
+      )
+  )
   row = summarize(corr).iloc[0]
   assert row["mean"] == pytest.approx(0.4)
   assert row["std"] == pytest.approx(np.std([0.2, 0.6], ddof=1))
@@ -121,8 +140,16 @@ def test_summarize_skips_nan_seeds():
 
 
 def _one_score(values, metric="m", epoch=0):
-  return pd.DataFrame(dict(setting="s", metric=metric, method="kendall", epoch=epoch,
-                           seed=range(len(values)), value=values))
+  return pd.DataFrame(
+      dict(
+          setting="s",
+          metric=metric,
+          method="kendall",
+          epoch=epoch,
+          seed=range(len(values)),
+          value=values,
+      )
+  )
 
 
 def _exact_bootstrap_means(values):
@@ -141,8 +168,11 @@ def test_summary_interval_is_the_percentile_bootstrap_of_the_mean():
   # (3 standard errors) of the exact ones.
   means = _exact_bootstrap_means(values)
   for got, level in ((row["ci_low"], 2.5), (row["ci_high"], 97.5)):
-    assert (np.percentile(means, level - 0.5, method="lower") <= got
-            <= np.percentile(means, level + 0.5, method="higher")), (got, level)
+    assert (
+        np.percentile(means, level - 0.5, method="lower")
+        <= got
+        <= np.percentile(means, level + 0.5, method="higher")
+    ), (got, level)
   # Narrower than the whole range of resampled means, wider at a higher level.
   assert means.min() < row["ci_low"] and row["ci_high"] < means.max()
   wide = summarize(_one_score(values), level=0.99).iloc[0]
@@ -170,12 +200,19 @@ def _with_baselines():
   and width (epoch 0 only; width constant across candidates: undefined)."""
   manifold = {0: [0.6, 0.2, 1.0, np.nan], 1: [0.0, 0.4, 0.6, 0.2]}
   size = [0.2, 0.4, 0.2, 0.6]
-  rows = [dict(setting="s", seed=s, epoch=t, metric="manifold", method="kendall", value=v)
-          for t, vs in manifold.items() for s, v in enumerate(vs)]
-  rows += [dict(setting="s", seed=s, epoch=0, metric="size", method="kendall", value=v)
-           for s, v in enumerate(size)]
-  rows += [dict(setting="s", seed=s, epoch=0, metric="width", method="kendall", value=np.nan)
-           for s in range(4)]
+  rows = [
+      dict(setting="s", seed=s, epoch=t, metric="manifold", method="kendall", value=v)
+      for t, vs in manifold.items()
+      for s, v in enumerate(vs)
+  ]
+  rows += [
+      dict(setting="s", seed=s, epoch=0, metric="size", method="kendall", value=v)
+      for s, v in enumerate(size)
+  ]
+  rows += [
+      dict(setting="s", seed=s, epoch=0, metric="width", method="kendall", value=np.nan)
+      for s in range(4)
+  ]
   return pd.DataFrame(rows)
 
 
@@ -186,8 +223,13 @@ def test_paired_differences_to_size_and_width():
   assert m0["minus_size"] == pytest.approx((0.4 - 0.2 + 0.8) / 3)
   assert m0["minus_size_count"] == 3 and m0["count"] == 3 and m0["seeds"] == 4
   means = _exact_bootstrap_means([0.4, -0.2, 0.8])
-  assert (np.percentile(means, 2, method="lower") <= m0["minus_size_low"] <= m0["minus_size"]
-          <= m0["minus_size_high"] <= np.percentile(means, 98, method="higher"))
+  assert (
+      np.percentile(means, 2, method="lower")
+      <= m0["minus_size_low"]
+      <= m0["minus_size"]
+      <= m0["minus_size_high"]
+      <= np.percentile(means, 98, method="higher")
+  )
   # Epoch 1 is paired with size's epoch-0 tau of the same seed: 0 - 0.2, 0.4 - 0.4, ...
   assert m1["minus_size"] == pytest.approx((-0.2 + 0.0 + 0.4 - 0.4) / 4)
   assert m1["minus_size_count"] == 4
@@ -219,22 +261,48 @@ def _metric_rows():
               M = sign * (m0 * (2 if q == 0.4 else 1) - epoch)
               if group == "convs_1":
                 M = 100.0 - 3 * M
-              rows.append(dict(
-                  setting="s", expansion=f"e{cand}", seed=seed, epoch=epoch, group=group,
-                  walk=walk, q=q, n=50, M=M, first=group == "convs_0", hidden=True,
-                  lambda_zero=(q == 0.2 and seed == 1 and cand == 0), gain=g * epoch,
-                  gain_best=g, sotl_e=np.nan if epoch == 0 else -1.0 / g))
+              rows.append(
+                  dict(
+                      setting="s",
+                      expansion=f"e{cand}",
+                      seed=seed,
+                      epoch=epoch,
+                      group=group,
+                      walk=walk,
+                      q=q,
+                      n=50,
+                      M=M,
+                      first=group == "convs_0",
+                      hidden=True,
+                      lambda_zero=(q == 0.2 and seed == 1 and cand == 0),
+                      gain=g * epoch,
+                      gain_best=g,
+                      sotl_e=np.nan if epoch == 0 else -1.0 / g,
+                  )
+              )
   return pd.DataFrame(rows)
 
 
 def test_score_table_and_setting_correlations():
   metrics = _metric_rows()
-  scores = pd.DataFrame([dict(setting="s", expansion=e, seed=seed, epoch=0, size=size, snip=-size)
-                         for seed in (0, 1)
-                         for e, size in (("base", 1), ("e0", 10), ("e1", 30), ("e2", 20))])
+  scores = pd.DataFrame(
+      [
+          dict(setting="s", expansion=e, seed=seed, epoch=0, size=size, snip=-size)
+          for seed in (0, 1)
+          for e, size in (("base", 1), ("e0", 10), ("e1", 30), ("e2", 20))
+      ]
+  )
   table = correlation.score_table(metrics, scores, 0.4, 50)
-  assert {"manifold", "manifold_q0.2", "manifold_q0.4", "manifold_all", "sotl_e", "size",
-          "snip", "gain_best"} <= set(table)
+  assert {
+      "manifold",
+      "manifold_q0.2",
+      "manifold_q0.4",
+      "manifold_all",
+      "sotl_e",
+      "size",
+      "snip",
+      "gain_best",
+  } <= set(table)
   assert len(table) == 3 * 2 * 2 and "base" not in set(table.expansion)
   assert table[table.epoch == 1][["size", "snip"]].isna().all().all()
   t = table.set_index(["expansion", "seed", "epoch"])

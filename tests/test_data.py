@@ -120,14 +120,18 @@ def test_fashion_mnist_default_is_debians_package(monkeypatch, tmp_path):
   if os.path.exists(os.path.join(DEBIAN, "train-images-idx3-ubyte.gz")):
     full = data.read_idx(os.path.join(DEBIAN, "train-images-idx3-ubyte.gz"), 3)
     assert full.shape == (60000, 28, 28)
-    np.testing.assert_array_equal(data.read_idx(f"{FASHION}/train-images-idx3-ubyte.gz", 3),
-                                  full[:20000])
+    np.testing.assert_array_equal(
+        data.read_idx(f"{FASHION}/train-images-idx3-ubyte.gz", 3), full[:20000]
+    )
     ds = data.load("fashion_mnist", test=True)
     assert ds["x_train"].shape == (48000, 28, 28, 1) and ds["x_test"].shape == (10000, 28, 28, 1)
     np.testing.assert_array_equal(np.bincount(ds["y_val"]), [1200] * 10)
   else:
-    with pytest.raises(InputError, match=r"apt-get install dataset-fashion-mnist\), or use the "
-                       r"subset shipped with the package \(dataset path: bundled\)"):
+    with pytest.raises(
+        InputError,
+        match=r"apt-get install dataset-fashion-mnist\), or use the "
+        r"subset shipped with the package \(dataset path: bundled\)",
+    ):
       data.load("fashion_mnist")
   absent = tmp_path / "debian-absent"
   monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(absent))
@@ -158,15 +162,17 @@ def test_fashion_mnist_uncompressed_subset(tmp_path):
   assert len(ds["x_train"]) + len(ds["x_val"]) == 500
   train, val = data.split(y, 0.2, 0)
   np.testing.assert_array_equal(ds["y_val"], y[val])
-  np.testing.assert_allclose(ds["x_val"][..., 0], standardized(x[val, ..., None] / 255,
-                                                               x[train, ..., None] / 255)[..., 0],
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      ds["x_val"][..., 0],
+      standardized(x[val, ..., None] / 255, x[train, ..., None] / 255)[..., 0],
+      atol=1e-5,
+  )
 
 
 def test_fashion_mnist_truncated_gz(tmp_path):
   for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
     raw = open(os.path.join(FASHION, name), "rb").read()
-    (tmp_path / name).write_bytes(raw[:len(raw) // 2] if "images" in name else raw)
+    (tmp_path / name).write_bytes(raw[: len(raw) // 2] if "images" in name else raw)
   with pytest.raises(InputError, match="truncated") as e:
     data.load("fashion_mnist", tmp_path)
   assert str(tmp_path / "train-images-idx3-ubyte.gz") in str(e.value)
@@ -190,8 +196,11 @@ def test_idx_errors(tmp_path):
   bad.write_bytes(gzip.compress(idx_bytes(images[:1])))  # one image, two labels
   with pytest.raises(InputError, match="1 images"):
     data.load("fashion_mnist", tmp_path)
-  with pytest.raises(InputError, match=r"put the IDX files from https://github.com/"
-                     r"zalandoresearch/fashion-mnist in .*nowhere") as e:
+  with pytest.raises(
+      InputError,
+      match=r"put the IDX files from https://github.com/"
+      r"zalandoresearch/fashion-mnist in .*nowhere",
+  ) as e:
     data.load("fashion_mnist", tmp_path / "nowhere")
   assert str(tmp_path / "nowhere") in str(e.value)
 
@@ -223,13 +232,23 @@ def write_cifar10(root, r, g, b, y):
   root.mkdir(parents=True, exist_ok=True)
   rows = cifar_rows(r, g, b)
   for i, idx in enumerate(np.array_split(np.arange(len(y)), 5), 1):
-    write_pickle(root / f"data_batch_{i}", {b"batch_label": b"training batch %d of 5" % i,
-                                            b"labels": [int(v) for v in y[idx]],
-                                            b"data": rows[idx],
-                                            b"filenames": [b"x.png"] * len(idx)})
-  write_pickle(root / "test_batch", {b"batch_label": b"testing batch 1 of 1",
-                                     b"labels": [int(v) for v in y[:100]],
-                                     b"data": rows[:100][:, ::-1].copy()})
+    write_pickle(
+        root / f"data_batch_{i}",
+        {
+            b"batch_label": b"training batch %d of 5" % i,
+            b"labels": [int(v) for v in y[idx]],
+            b"data": rows[idx],
+            b"filenames": [b"x.png"] * len(idx),
+        },
+    )
+  write_pickle(
+      root / "test_batch",
+      {
+          b"batch_label": b"testing batch 1 of 1",
+          b"labels": [int(v) for v in y[:100]],
+          b"data": rows[:100][:, ::-1].copy(),
+      },
+  )
 
 
 def test_cifar10_layout(tmp_path, cifar_images):
@@ -259,10 +278,13 @@ def test_cifar100(tmp_path, cifar_images):
   rows = cifar_rows(r, g, b)
   root = tmp_path / "cifar-100-python"
   root.mkdir()
-  write_pickle(root / "train", {b"fine_labels": list(fine), b"coarse_labels": list(y),
-                                b"data": rows})
-  write_pickle(root / "test", {b"fine_labels": list(fine[:50]), b"coarse_labels": list(y[:50]),
-                               b"data": rows[:50]})
+  write_pickle(
+      root / "train", {b"fine_labels": list(fine), b"coarse_labels": list(y), b"data": rows}
+  )
+  write_pickle(
+      root / "test",
+      {b"fine_labels": list(fine[:50]), b"coarse_labels": list(y[:50]), b"data": rows[:50]},
+  )
   ds = data.load("cifar100", tmp_path, test=True)
   assert ds["num_classes"] == 100
   train, val = data.split(fine, 0.2, 0)
@@ -287,18 +309,20 @@ def test_cifar_errors(tmp_path, cifar_images):
     data.load("cifar10", root)
   assert str(root) in str(e.value) and "cs.toronto.edu" in str(e.value)
   rows = cifar_rows(r[:10], g[:10], b[:10])
-  bad = {"wrong shape": {b"labels": list(y[:10]), b"data": rows[:, :3000]},
-         "wrong dtype": {b"labels": list(y[:10]), b"data": rows.astype(np.float32)},
-         "missing key": {b"data": rows},
-         "label count": {b"labels": list(y[:9]), b"data": rows},
-         "label range": {b"labels": [10] * 10, b"data": rows},
-         "not a dict": [rows]}
+  bad = {
+      "wrong shape": {b"labels": list(y[:10]), b"data": rows[:, :3000]},
+      "wrong dtype": {b"labels": list(y[:10]), b"data": rows.astype(np.float32)},
+      "missing key": {b"data": rows},
+      "label count": {b"labels": list(y[:9]), b"data": rows},
+      "label range": {b"labels": [10] * 10, b"data": rows},
+      "not a dict": [rows],
+  }
   for what, d in bad.items():
     write_pickle(batch, d)
     with pytest.raises(InputError, match="expected CIFAR-10 python batches") as e:
       data.load("cifar10", root)
     assert str(batch) in str(e.value), what
-  batch.write_bytes(good[:len(good) // 2])
+  batch.write_bytes(good[: len(good) // 2])
   with pytest.raises(InputError, match="not a CIFAR python batch") as e:
     data.load("cifar10", root)
   assert str(batch) in str(e.value)
@@ -320,8 +344,10 @@ def test_a_crafted_cifar_pickle_is_refused_without_running(tmp_path, cifar_image
   write_cifar10(root, r, g, b, y)
   marker = tmp_path / "payload-ran"
   # The payload sits where the labels belong, so plain pickle.load would run it.
-  write_pickle(root / "data_batch_1", {b"labels": _Payload(marker),
-                                       b"data": cifar_rows(r[:10], g[:10], b[:10])})
+  write_pickle(
+      root / "data_batch_1",
+      {b"labels": _Payload(marker), b"data": cifar_rows(r[:10], g[:10], b[:10])},
+  )
   with pytest.raises(InputError, match=r"refusing to load posix\.system") as e:
     data.load("cifar10", root)
   assert str(root / "data_batch_1") in str(e.value)
@@ -357,7 +383,7 @@ def test_npz_round_trip_and_corruption(tmp_path):
     np.testing.assert_array_equal(back[k], ds[k])
     assert back[k].dtype == ds[k].dtype
   raw = path.read_bytes()
-  path.write_bytes(raw[:len(raw) // 2])
+  path.write_bytes(raw[: len(raw) // 2])
   with pytest.raises(InputError, match="truncated or corrupt") as e:
     data.load_npz(path)
   assert str(path) in str(e.value)

@@ -26,9 +26,11 @@ from manifold_metric import data, download, text
 from manifold_metric.files import InputError
 from tests.workflow import make_project, planned_jobs, snakemake
 
-WIKI = {"train": " = Valkyria Chronicles = \n the game began development in 2010 .\n",
-        "valid": " = Homarus = \n the lobster lives in the sea .\n\n it is blue .\n",
-        "test": " = Robert Boulter = \n he is an english actor .\n"}
+WIKI = {
+    "train": " = Valkyria Chronicles = \n the game began development in 2010 .\n",
+    "valid": " = Homarus = \n the lobster lives in the sea .\n\n it is blue .\n",
+    "test": " = Robert Boulter = \n he is an english actor .\n",
+}
 
 
 def md5(path):
@@ -38,10 +40,12 @@ def md5(path):
 def cifar_batch(n, label_key, num_classes, seed):
   """A batch with the structure of CIFAR's python pickles."""
   rng = np.random.default_rng(seed)
-  return {b"batch_label": f"batch {seed}".encode(),
-          label_key: [int(i) % num_classes for i in range(n)],
-          b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-          b"filenames": [f"img_{seed}_{i}.png".encode() for i in range(n)]}
+  return {
+      b"batch_label": f"batch {seed}".encode(),
+      label_key: [int(i) % num_classes for i in range(n)],
+      b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+      b"filenames": [f"img_{seed}_{i}.png".encode() for i in range(n)],
+  }
 
 
 def write_pickles(directory, batches):
@@ -67,10 +71,14 @@ def archives(tmp_path_factory):
   batches["batches.meta"] = {b"label_names": [f"c{i}".encode() for i in range(10)]}
   write_pickles(src / "cifar-10-batches-py", batches)
   make_tar(root / "cifar-10-python.tar.gz", src / "cifar-10-batches-py", "cifar-10-batches-py")
-  write_pickles(src / "cifar-100-python", {
-      "train": cifar_batch(300, b"fine_labels", 100, 1) | {b"coarse_labels": [0] * 300},
-      "test": cifar_batch(100, b"fine_labels", 100, 2) | {b"coarse_labels": [0] * 100},
-      "meta": {b"fine_label_names": [b"x"] * 100}})
+  write_pickles(
+      src / "cifar-100-python",
+      {
+          "train": cifar_batch(300, b"fine_labels", 100, 1) | {b"coarse_labels": [0] * 300},
+          "test": cifar_batch(100, b"fine_labels", 100, 2) | {b"coarse_labels": [0] * 100},
+          "meta": {b"fine_label_names": [b"x"] * 100},
+      },
+  )
   make_tar(root / "cifar-100-python.tar.gz", src / "cifar-100-python", "cifar-100-python")
   with zipfile.ZipFile(root / "wikitext-103-v1.zip", "w", zipfile.ZIP_DEFLATED) as z:
     z.writestr("wikitext-103/", "")
@@ -100,7 +108,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     if kind != "nolength":
       self.send_header("Content-Length", str(len(body)))
     self.end_headers()
-    self.wfile.write(body[:len(body) // 2])
+    self.wfile.write(body[: len(body) // 2])
     self.wfile.flush()
     if kind == "stall":
       time.sleep(2)
@@ -110,7 +118,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server(archives):
   httpd = http.server.ThreadingHTTPServer(
-      ("127.0.0.1", 0), functools.partial(Handler, directory=str(archives)))
+      ("127.0.0.1", 0), functools.partial(Handler, directory=str(archives))
+  )
   httpd.daemon_threads = True
   httpd.requests = []
   thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -170,11 +179,15 @@ def files_under(path):
 
 def test_layout_follows_the_loaders():
   assert download.files("cifar10", "data/cifar-10-batches-py", ["train"]) == [
-      f"data/cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)]
+      f"data/cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)
+  ]
   assert download.files("cifar100", "data") == [
-      "data/cifar-100-python/train", "data/cifar-100-python/test"]
+      "data/cifar-100-python/train",
+      "data/cifar-100-python/test",
+  ]
   assert download.layout("cifar10", "data/cifar-10-batches-py/") == download.Layout(
-      "data/cifar-10-batches-py", "data/cifar-10-python.tar.gz")
+      "data/cifar-10-batches-py", "data/cifar-10-python.tar.gz"
+  )
   assert download.layout("cifar100", "data").archive == "data/cifar-100-python.tar.gz"
   # text.read_split reads path/wiki.*.tokens whatever path is called.
   assert download.files("wikitext", "data/wt103", ["valid"]) == ["data/wt103/wiki.valid.tokens"]
@@ -193,13 +206,19 @@ def test_layout_follows_the_loaders():
 def test_cifar10_is_fetched_verified_and_read(tmp_path, server, archives, requests):
   path = tmp_path / "data" / "cifar-10-batches-py"
   log = stdio.StringIO()
-  got = download.ensure("cifar10", path, f"{server.url}/cifar-10-python.tar.gz",
-                        md5(archives / "cifar-10-python.tar.gz"), out=log)
+  got = download.ensure(
+      "cifar10",
+      path,
+      f"{server.url}/cifar-10-python.tar.gz",
+      md5(archives / "cifar-10-python.tar.gz"),
+      out=log,
+  )
   assert got == [str(path / f"data_batch_{i}") for i in range(1, 6)] + [str(path / "test_batch")]
   assert requests == ["/cifar-10-python.tar.gz"]
   # The downloaded archive is deleted once unpacked; no temporary is left.
-  assert files_under(tmp_path) == sorted(f"data/cifar-10-batches-py/{f}" for f in
-                                         download.ARCHIVES["cifar10"].members)
+  assert files_under(tmp_path) == sorted(
+      f"data/cifar-10-batches-py/{f}" for f in download.ARCHIVES["cifar10"].members
+  )
   assert "downloading" in log.getvalue() and "MB" in log.getvalue()
   ds = data.load("cifar10", path, test=True)
   assert ds["x_train"].shape == (80, 32, 32, 3) and len(ds["x_val"]) == 20
@@ -207,28 +226,42 @@ def test_cifar10_is_fetched_verified_and_read(tmp_path, server, archives, reques
 
 
 def test_cifar100_into_the_parent_directory(tmp_path, server, archives, requests):
-  download.ensure("cifar100", tmp_path / "data", f"{server.url}/cifar-100-python.tar.gz",
-                  md5(archives / "cifar-100-python.tar.gz"))
+  download.ensure(
+      "cifar100",
+      tmp_path / "data",
+      f"{server.url}/cifar-100-python.tar.gz",
+      md5(archives / "cifar-100-python.tar.gz"),
+  )
   ds = data.load("cifar100", tmp_path / "data")  # the parent, as the loader allows
   assert ds["num_classes"] == 100 and len(ds["x_train"]) + len(ds["x_val"]) == 300
-  assert files_under(tmp_path) == ["data/cifar-100-python/meta", "data/cifar-100-python/test",
-                                   "data/cifar-100-python/train"]
+  assert files_under(tmp_path) == [
+      "data/cifar-100-python/meta",
+      "data/cifar-100-python/test",
+      "data/cifar-100-python/train",
+  ]
 
 
 @pytest.mark.parametrize("name", ["wikitext-103", "wt103"])
 def test_wikitext_is_fetched_and_read(tmp_path, server, archives, requests, name):
   path = tmp_path / "data" / name
-  download.ensure("wikitext", path, f"{server.url}/wikitext-103-v1.zip",
-                  md5(archives / "wikitext-103-v1.zip"))
+  download.ensure(
+      "wikitext", path, f"{server.url}/wikitext-103-v1.zip", md5(archives / "wikitext-103-v1.zip")
+  )
   assert text.read_split(path, "valid")[:4] == ["=", "Homarus", "=", "<eos>"]
-  assert files_under(tmp_path) == [f"data/{name}/wiki.{s}.tokens"
-                                   for s in ("test", "train", "valid")]
+  assert files_under(tmp_path) == [
+      f"data/{name}/wiki.{s}.tokens" for s in ("test", "train", "valid")
+  ]
 
 
 def test_progress_lines_report_rate_and_time_left(tmp_path, server, archives):
   log = stdio.StringIO()
-  download.download(f"{server.url}/cifar-100-python.tar.gz", tmp_path / "a.tar.gz",
-                    md5(archives / "cifar-100-python.tar.gz"), progress_every=0, out=log)
+  download.download(
+      f"{server.url}/cifar-100-python.tar.gz",
+      tmp_path / "a.tar.gz",
+      md5(archives / "cifar-100-python.tar.gz"),
+      progress_every=0,
+      out=log,
+  )
   lines = log.getvalue().splitlines()
   assert any("MB/s" in line and "s left" in line and "%" in line for line in lines), lines
   assert md5(tmp_path / "a.tar.gz") == md5(archives / "cifar-100-python.tar.gz")
@@ -268,14 +301,20 @@ def test_stalled_server_times_out(tmp_path, server, archives):
   url = f"{server.url}/stall/wikitext-103-v1.zip"
   start = time.monotonic()
   with pytest.raises(download.IncompleteDownloadError, match="no data for 0.3 s"):
-    download.ensure("wikitext", tmp_path / "wikitext-103", url,
-                    md5(archives / "wikitext-103-v1.zip"), timeout=0.3)
+    download.ensure(
+        "wikitext",
+        tmp_path / "wikitext-103",
+        url,
+        md5(archives / "wikitext-103-v1.zip"),
+        timeout=0.3,
+    )
   assert time.monotonic() - start < 1.5
   assert files_under(tmp_path) == []
 
 
 def test_server_that_never_answers_fails_in_time_as_without_network(
-    tmp_path, silent_server, monkeypatch):
+    tmp_path, silent_server, monkeypatch
+):
   assert download.DEFAULT_TIMEOUT == 60
   monkeypatch.setattr(download, "DEFAULT_TIMEOUT", 0.5)  # what ensure uses by default
   path = tmp_path / "data" / "cifar-10-batches-py"
@@ -290,7 +329,8 @@ def test_server_that_never_answers_fails_in_time_as_without_network(
     download.ensure("cifar10", path, refused_url)
   # The message without network, but for the address and the reason.
   assert str(stalled.value) == str(refused.value).replace(refused_url, url).replace(
-      "(connection refused)", "(no answer within 0.5 s)")
+      "(connection refused)", "(no answer within 0.5 s)"
+  )
   assert files_under(tmp_path) == []
 
 
@@ -321,8 +361,11 @@ def test_failed_download_keeps_a_directory_that_existed(tmp_path, server, archiv
   path.mkdir(parents=True)
   for f in mine:
     (path / f).write_text("mine\n")
-  url = (closed_port_url("cifar-10-python.tar.gz") if fail == "refused"
-         else f"{server.url}/corrupt.tar.gz")
+  url = (
+      closed_port_url("cifar-10-python.tar.gz")
+      if fail == "refused"
+      else f"{server.url}/corrupt.tar.gz"
+  )
   with pytest.raises(download.DownloadError):
     download.ensure("cifar10", path, url, md5(archives / "cifar-10-python.tar.gz"))
   assert path.is_dir() and files_under(tmp_path) == [f"data/cifar-10-batches-py/{f}" for f in mine]
@@ -333,15 +376,20 @@ def test_failed_download_keeps_a_directory_that_existed(tmp_path, server, archiv
 
 
 @pytest.mark.parametrize("fail", ["refused", "checksum", "dropped"])
-def test_failed_download_removes_only_the_directories_it_created(tmp_path, server, archives,
-                                                                 fail):
-  url = {"refused": closed_port_url("cifar-100-python.tar.gz"),
-         "checksum": f"{server.url}/corrupt.tar.gz",
-         "dropped": f"{server.url}/drop/cifar-100-python.tar.gz"}[fail]
+def test_failed_download_removes_only_the_directories_it_created(tmp_path, server, archives, fail):
+  url = {
+      "refused": closed_port_url("cifar-100-python.tar.gz"),
+      "checksum": f"{server.url}/corrupt.tar.gz",
+      "dropped": f"{server.url}/drop/cifar-100-python.tar.gz",
+  }[fail]
   (tmp_path / "mine").mkdir()
   with pytest.raises(download.DownloadError):
-    download.ensure("cifar100", tmp_path / "mine" / "new" / "data", url,
-                    md5(archives / "cifar-100-python.tar.gz"))
+    download.ensure(
+        "cifar100",
+        tmp_path / "mine" / "new" / "data",
+        url,
+        md5(archives / "cifar-100-python.tar.gz"),
+    )
   assert sorted(os.listdir(tmp_path)) == ["mine"] and os.listdir(tmp_path / "mine") == []
 
 
@@ -377,12 +425,14 @@ def test_missing_split_is_added_without_touching_the_others(tmp_path, server, ar
   path = tmp_path / "wikitext-103"
   path.mkdir()
   (path / "wiki.valid.tokens").write_text("mine\n")
-  download.ensure("wikitext", path, f"{server.url}/wikitext-103-v1.zip",
-                  md5(archives / "wikitext-103-v1.zip"))
+  download.ensure(
+      "wikitext", path, f"{server.url}/wikitext-103-v1.zip", md5(archives / "wikitext-103-v1.zip")
+  )
   assert (path / "wiki.valid.tokens").read_text() == "mine\n"
   assert (path / "wiki.train.tokens").read_text() == WIKI["train"]
-  assert files_under(tmp_path) == [f"wikitext-103/wiki.{s}.tokens"
-                                   for s in ("test", "train", "valid")]
+  assert files_under(tmp_path) == [
+      f"wikitext-103/wiki.{s}.tokens" for s in ("test", "train", "valid")
+  ]
 
 
 # Unsafe or wrong archives ------------------------------------------------------------------
@@ -399,9 +449,16 @@ def _tar_with(path, member, data=b"x", link=None):
       t.addfile(info, stdio.BytesIO(data))
 
 
-@pytest.mark.parametrize("member,link", [
-    ("../evil", None), ("/tmp/evil", None), ("cifar-100-python/a/../../../evil", None),
-    ("cifar-100-python/train", "/etc/passwd"), ("cifar-100-python/train", "../../evil")])
+@pytest.mark.parametrize(
+    "member,link",
+    [
+        ("../evil", None),
+        ("/tmp/evil", None),
+        ("cifar-100-python/a/../../../evil", None),
+        ("cifar-100-python/train", "/etc/passwd"),
+        ("cifar-100-python/train", "../../evil"),
+    ],
+)
 def test_unsafe_tar_is_refused(tmp_path, member, link):
   archive = tmp_path / "in" / "x.tar.gz"
   archive.parent.mkdir()
@@ -423,15 +480,20 @@ def test_unsafe_zip_is_refused(tmp_path):
 
 def test_archive_without_the_expected_files_is_refused(tmp_path, archives):
   with pytest.raises(download.ArchiveError, match="does not hold cifar-10-batches-py/ with"):
-    download.unpack(archives / "cifar-100-python.tar.gz", tmp_path / "cifar-10-batches-py",
-                    "cifar-10-batches-py", download.ARCHIVES["cifar10"].members)
+    download.unpack(
+        archives / "cifar-100-python.tar.gz",
+        tmp_path / "cifar-10-batches-py",
+        "cifar-10-batches-py",
+        download.ARCHIVES["cifar10"].members,
+    )
   # A truncated archive (a flipped byte can pass tar unnoticed: only the md5 tells).
   raw = (archives / "cifar-10-python.tar.gz").read_bytes()
   (tmp_path / "in").mkdir()
-  (tmp_path / "in" / "half.tar.gz").write_bytes(raw[:len(raw) // 2])
+  (tmp_path / "in" / "half.tar.gz").write_bytes(raw[: len(raw) // 2])
   with pytest.raises(download.ArchiveError, match="not a readable"):
-    download.unpack(tmp_path / "in" / "half.tar.gz", tmp_path / "cifar-10-batches-py",
-                    "cifar-10-batches-py")
+    download.unpack(
+        tmp_path / "in" / "half.tar.gz", tmp_path / "cifar-10-batches-py", "cifar-10-batches-py"
+    )
   assert files_under(tmp_path) == ["in/half.tar.gz"]
 
 
@@ -465,24 +527,33 @@ def mtimes(path):
 def dag(project, *targets):
   """The jobs and their dependencies (`snakemake --dag`), whether or not they need to run."""
   out = snakemake(project, "--dag", *targets).stdout
-  graph = out[out.index("digraph"):]
+  graph = out[out.index("digraph") :]
   return re.sub(r',\s*style="[^"]*"', "", graph)  # done jobs are only drawn dashed
 
 
 def test_workflow_downloads_missing_data_once(tmp_path, server, archives, requests):
-  p = make_project(tmp_path, CONFIG.format(url=f"{server.url}/cifar-10-python.tar.gz",
-                                           md5=md5(archives / "cifar-10-python.tar.gz")))
+  p = make_project(
+      tmp_path,
+      CONFIG.format(
+          url=f"{server.url}/cifar-10-python.tar.gz", md5=md5(archives / "cifar-10-python.tar.gz")
+      ),
+  )
   assert planned_jobs(p, TARGET) == {"download_cifar10": 1, "prepare_dataset": 1}
   assert requests == []  # a dry run fetches nothing
   snakemake(p, TARGET)
   assert requests == ["/cifar-10-python.tar.gz"]
   assert data.load_npz(p / TARGET)["x_train"].shape == (80, 32, 32, 3)
   assert "downloading" in (p / "logs/data/cifar10.download.log").read_text()
-  assert files_under(p / "data") == sorted(f"cifar-10-batches-py/{f}" for f in
-                                           download.ARCHIVES["cifar10"].members)
+  assert files_under(p / "data") == sorted(
+      f"cifar-10-batches-py/{f}" for f in download.ARCHIVES["cifar10"].members
+  )
   manifest = json.loads((p / MANIFEST).read_text())
-  assert manifest["files"] == {f"data/cifar-10-batches-py/data_batch_{i}": os.path.getsize(
-      p / f"data/cifar-10-batches-py/data_batch_{i}") for i in range(1, 6)}
+  assert manifest["files"] == {
+      f"data/cifar-10-batches-py/data_batch_{i}": os.path.getsize(
+          p / f"data/cifar-10-batches-py/data_batch_{i}"
+      )
+      for i in range(1, 6)
+  }
   assert planned_jobs(p, TARGET) == {}
   # Data older than the download script (real archives date from 2009) is
   # neither fetched again nor deleted, and its dates do not rebuild the
@@ -542,7 +613,8 @@ def test_workflow_dag_is_the_same_whatever_is_on_disk(tmp_path):
   snakemake(present, MANIFEST)
   assert mtimes(present / "data") == before
   assert (present / "logs/data/cifar10.download.log").read_text() == (
-      f"5 files in place in data/cifar-10-batches-py, listed in {MANIFEST}\n")
+      f"5 files in place in data/cifar-10-batches-py, listed in {MANIFEST}\n"
+  )
   # From then on no download job, and still the same DAG.
   assert planned_jobs(present) == {k: n for k, n in jobs.items() if k != "download_cifar10"}
   assert dag(present) == graph

@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from manifold_metric import (archs, barrier, bert, expansion, image_models, permutations, probe,
-                             walks)
+from manifold_metric import (
+    archs,
+    barrier,
+    bert,
+    expansion,
+    image_models,
+    permutations,
+    probe,
+    walks,
+)
 
 X = np.asarray(jax.random.normal(jax.random.key(1), (8, 8, 8, 3)))
 IDS = np.asarray(jax.random.randint(jax.random.key(2), (4, 12), 3, 50))
@@ -20,17 +28,33 @@ BERT_ARCH = archs.BERT(layers=2, hidden=16, heads=2, ffn=(24, 20), vocab_size=50
 SMALL_RESNET = {"stages": [8, 16, 16, 32], "mids": [[8], [16], [16], [32]]}
 # Every step kind, in sequences too, on each model (the BERT cases are below).
 CASES = [
-    ("mlp", {"hidden": [8, 6, 5]}, {"steps": [{"kind": "widen", "layer": 0, "width": 12},
-                                              {"kind": "deepen", "after": 1, "count": 1},
-                                              {"kind": "widen", "layer": 1, "factor": 2},
-                                              {"kind": "widen_all", "factor": 1.25}]}),
+    (
+        "mlp",
+        {"hidden": [8, 6, 5]},
+        {
+            "steps": [
+                {"kind": "widen", "layer": 0, "width": 12},
+                {"kind": "deepen", "after": 1, "count": 1},
+                {"kind": "widen", "layer": 1, "factor": 2},
+                {"kind": "widen_all", "factor": 1.25},
+            ]
+        },
+    ),
     ("mlp", {}, {"kind": "deepen", "after": 0, "count": 2}),
     ("cnn", {"channels": [8]}, {"kind": "widen_first", "factor": 3}),  # fc reads pixels x channels
     ("cnn", {"channels": [8, 16]}, {"kind": "deepen", "after": 1}),  # after the last conv
-    ("cnn", {"channels": [8, 16]}, {"steps": [{"kind": "deepen", "after": 0, "count": 1},
-                                              {"kind": "widen", "layer": 1, "width": 12},
-                                              {"kind": "widen_all", "factor": 1.5}],
-                                    "split": "uniform"}),
+    (
+        "cnn",
+        {"channels": [8, 16]},
+        {
+            "steps": [
+                {"kind": "deepen", "after": 0, "count": 1},
+                {"kind": "widen", "layer": 1, "width": 12},
+                {"kind": "widen_all", "factor": 1.5},
+            ],
+            "split": "uniform",
+        },
+    ),
     ("resnet18", SMALL_RESNET, {"kind": "widen_all", "factor": 1.5}),  # every stream and block
 ]
 
@@ -59,8 +83,9 @@ def _variables(arch, seed=0):
       return rng.uniform(0.5, 1.5, s.shape)
     return 0.2 * rng.normal(size=s.shape)
 
-  return jax.tree_util.tree_map_with_path(lambda p, s: np.asarray(draw(p, s), s.dtype),
-                                          _shapes(arch))
+  return jax.tree_util.tree_map_with_path(
+      lambda p, s: np.asarray(draw(p, s), s.dtype), _shapes(arch)
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "train"))
@@ -76,8 +101,9 @@ def _assert_same_function(arch, v, new_arch, new_v, x, trains=(False,)):
   for train in trains:
     a, b = _logits(arch, v, x, train), _logits(new_arch, new_v, x, train)
     assert float(jnp.abs(a).max()) > 0.1  # not vacuous
-    np.testing.assert_allclose(b, a, rtol=0, atol=2e-5 * max(1.0, float(jnp.abs(a).max())),
-                               err_msg=f"train={train}")
+    np.testing.assert_allclose(
+        b, a, rtol=0, atol=2e-5 * max(1.0, float(jnp.abs(a).max())), err_msg=f"train={train}"
+    )
     np.testing.assert_array_equal(jnp.argmax(a, -1), jnp.argmax(b, -1))
 
 
@@ -92,16 +118,25 @@ def test_expansion_preserves_function(kind, sizes, spec):
   new_arch, new_v = expansion.expand(arch, v, spec, jax.random.key(4))
   assert new_arch == archs.expanded(arch, spec)[0] != arch
   assert _structure(new_v) == _structure(_shapes(new_arch))
-  _assert_same_function(arch, v, new_arch, new_v, X,
-                        (False, True) if image_models.has_batch_norm(arch) else (False,))
+  _assert_same_function(
+      arch, v, new_arch, new_v, X, (False, True) if image_models.has_batch_norm(arch) else (False,)
+  )
 
 
-@pytest.mark.parametrize("spec", [
-    {"kind": "widen_ffn", "factor": 2},
-    {"steps": [{"kind": "widen", "layer": 1, "width": 33}]},  # one layer only
-    {"steps": [{"kind": "widen_all", "factor": 1.25},  # the FFNs, never the heads
-               {"kind": "widen", "layer": 0, "width": 40}], "split": "uniform"},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "widen_ffn", "factor": 2},
+        {"steps": [{"kind": "widen", "layer": 1, "width": 33}]},  # one layer only
+        {
+            "steps": [
+                {"kind": "widen_all", "factor": 1.25},  # the FFNs, never the heads
+                {"kind": "widen", "layer": 0, "width": 40},
+            ],
+            "split": "uniform",
+        },
+    ],
+)
 def test_bert_expansion_preserves_function(spec):
   v = _variables(BERT_ARCH)
   new_arch, new_v = expansion.expand(BERT_ARCH, v, spec, jax.random.key(5))
@@ -121,15 +156,20 @@ def test_bert_expansion_changes_only_the_widened_layers():
   old, new = v["params"], new_v["params"]
   for leaf in ("ffn_in", "ffn_out"):
     np.testing.assert_array_equal(new["layers_0"][leaf]["kernel"], old["layers_0"][leaf]["kernel"])
-  np.testing.assert_array_equal(new["layers_1"]["ffn_in"]["kernel"][:, :20],
-                                old["layers_1"]["ffn_in"]["kernel"])
+  np.testing.assert_array_equal(
+      new["layers_1"]["ffn_in"]["kernel"][:, :20], old["layers_1"]["ffn_in"]["kernel"]
+  )
 
 
 def test_expand_seeds_is_expand_of_each_seed_with_its_key():
   arch = _arch("cnn", channels=[4, 6])
-  spec = {"steps": [{"kind": "widen", "layer": 0, "width": 7},
-                    {"kind": "deepen", "after": 0, "count": 1},
-                    {"kind": "widen_all", "factor": 1.5}]}
+  spec = {
+      "steps": [
+          {"kind": "widen", "layer": 0, "width": 7},
+          {"kind": "deepen", "after": 0, "count": 1},
+          {"kind": "widen_all", "factor": 1.5},
+      ]
+  }
   seeds = [3, 0, 11]
   models = [_variables(arch, s) for s in range(3)]
   stacked = jax.tree.map(lambda *a: np.stack(a), *models)
@@ -152,8 +192,9 @@ def test_step_i_is_keyed_by_fold_in():
   arch = _arch("mlp", hidden=[6, 4])
   v = _variables(arch)
   key = jax.random.key(7)
-  spec = {"steps": [{"kind": "widen", "layer": 1, "width": 7},
-                    {"kind": "widen_all", "factor": 1.5}]}
+  spec = {
+      "steps": [{"kind": "widen", "layer": 1, "width": 7}, {"kind": "widen_all", "factor": 1.5}]
+  }
   _, got = expansion.expand(arch, v, spec, key)
   groups = lambda a: image_models.neuron_groups(a)
   k0 = jax.random.split(jax.random.fold_in(key, 0), 1)[0]
@@ -169,8 +210,9 @@ def test_step_i_is_keyed_by_fold_in():
 def test_widen_sizes_and_replication():
   arch = _arch("cnn")
   v = _variables(arch)
-  new_arch, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 12},
-                                     jax.random.key(0))
+  new_arch, new_v = expansion.expand(
+      arch, v, {"kind": "widen_first", "width": 12}, jax.random.key(0)
+  )
   assert new_arch.channels == (12, 32)
   old_k, new_k = v["params"]["convs_0"]["kernel"], new_v["params"]["convs_0"]["kernel"]
   np.testing.assert_array_equal(new_k[..., :8], old_k)
@@ -205,8 +247,9 @@ def test_division_only_at_consumer():
   gg = expansion.replication_map(jax.random.split(jax.random.key(0))[0], 20, 40)
   summed = jax.ops.segment_sum(new_out, gg, num_segments=20)
   np.testing.assert_allclose(summed, w_out, rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(new_v["params"]["hiddens_0"]["bias"],
-                                v["params"]["hiddens_0"]["bias"][gg])
+  np.testing.assert_array_equal(
+      new_v["params"]["hiddens_0"]["bias"], v["params"]["hiddens_0"]["bias"][gg]
+  )
 
 
 def test_uniform_split_divides_by_count():
@@ -235,20 +278,24 @@ def test_deepen_inserts_identity_layers():
 def test_widened_model_still_permutation_invariant():
   arch = _arch("cnn")
   v = _variables(arch)
-  new_arch, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 16},
-                                     jax.random.key(0))
+  new_arch, new_v = expansion.expand(
+      arch, v, {"kind": "widen_first", "width": 16}, jax.random.key(0)
+  )
   spec = probe.spec(new_arch)
   assert spec.size == 16
   vp = permutations.permute(spec, new_v, jax.random.permutation(jax.random.key(5), 16))
   assert jnp.abs(_logits(new_arch, vp, X) - _logits(new_arch, new_v, X)).max() < 1e-5
 
 
-@pytest.mark.parametrize("spec,match", [
-    ({"kind": "widen_first", "width": 4}, "smaller"),
-    ({"kind": "widen_first"}, "exactly one"),
-    ({"kind": "deepen", "after": 5}, "outside"),
-    ({"kind": "shrink"}, "unknown expansion"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ({"kind": "widen_first", "width": 4}, "smaller"),
+        ({"kind": "widen_first"}, "exactly one"),
+        ({"kind": "deepen", "after": 5}, "outside"),
+        ({"kind": "shrink"}, "unknown expansion"),
+    ],
+)
 def test_bad_expansions_are_named(spec, match):
   arch = _arch("cnn")
   with pytest.raises(ValueError, match=match):
@@ -270,9 +317,13 @@ def _deepened_barriers(kind, sizes, spec, groups=None):
   arch = _arch(kind, **sizes)
   shapes = jax.eval_shape(lambda: image_models.init(arch, jax.random.key(0), x.shape[1:]))
   rng = np.random.default_rng(0)
-  v = jax.tree.map(lambda s: np.asarray(
-      rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
-      s.dtype), shapes)
+  v = jax.tree.map(
+      lambda s: np.asarray(
+          rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
+          s.dtype,
+      ),
+      shapes,
+  )
   new_arch, new_v = expansion.expand(arch, v, spec, jax.random.key(0))
   _, lineage = archs.expanded(arch, spec)
   stack = lambda t: jax.tree.map(lambda a: np.asarray(a)[None], t)
@@ -281,21 +332,34 @@ def _deepened_barriers(kind, sizes, spec, groups=None):
     if groups is not None and group not in groups:
       continue
     nodes = walks.seed_walks([5], size, N)
-    base, tau = barrier.barrier_sets(probe.probe(arch, group), probe.spec(arch, group),
-                                     stack(v), stack(batch), nodes, with_resolution=True)
-    deep = barrier.barrier_sets(probe.probe(new_arch, lineage[group]),
-                                probe.spec(new_arch, lineage[group]), stack(new_v), stack(batch),
-                                nodes)
+    base, tau = barrier.barrier_sets(
+        probe.probe(arch, group),
+        probe.spec(arch, group),
+        stack(v),
+        stack(batch),
+        nodes,
+        with_resolution=True,
+    )
+    deep = barrier.barrier_sets(
+        probe.probe(new_arch, lineage[group]),
+        probe.spec(new_arch, lineage[group]),
+        stack(new_v),
+        stack(batch),
+        nodes,
+    )
     assert np.median(base) > 100 * tau[0], group  # not vacuous: far above the resolution
     out[group] = (base, deep, float(tau[0]))
   return out
 
 
-@pytest.mark.parametrize("kind,sizes,spec", [
-    ("mlp", {"hidden": [8, 6]}, {"kind": "deepen", "after": 0, "count": 1}),
-    ("mlp", {"hidden": [8, 6]}, {"kind": "deepen", "after": 1, "count": 1}),  # after the last
-    ("cnn", {"channels": [6, 5]}, {"kind": "deepen", "after": 0, "count": 2}),
-])
+@pytest.mark.parametrize(
+    "kind,sizes,spec",
+    [
+        ("mlp", {"hidden": [8, 6]}, {"kind": "deepen", "after": 0, "count": 1}),
+        ("mlp", {"hidden": [8, 6]}, {"kind": "deepen", "after": 1, "count": 1}),  # after the last
+        ("cnn", {"channels": [6, 5]}, {"kind": "deepen", "after": 0, "count": 2}),
+    ],
+)
 def test_identity_layers_leave_every_groups_barriers_unchanged(kind, sizes, spec):
   """A deepened candidate, probed on the same batch along the same walk, has the
   barriers of its base in every group of the base (followed through the lineage):
@@ -307,15 +371,34 @@ def test_identity_layers_leave_every_groups_barriers_unchanged(kind, sizes, spec
     assert np.abs(deep - base).max() <= tau, (group, np.abs(deep - base).max(), tau)
 
 
-@pytest.mark.parametrize("kind,sizes,spec,group", [
-    ("mlp", {"hidden": [8, 6]}, {"steps": [{"kind": "widen", "layer": 1, "width": 11}]},
-     "hiddens_0"),
-    ("mlp", {"hidden": [8, 6, 4]}, {"steps": [{"kind": "widen", "layer": 0, "width": 12},
-                                              {"kind": "widen", "layer": 2, "width": 9}]},
-     "hiddens_1"),
-    ("cnn", {"channels": [6, 5]}, {"steps": [{"kind": "widen", "layer": 1, "width": 9}]},
-     "convs_0"),
-])
+@pytest.mark.parametrize(
+    "kind,sizes,spec,group",
+    [
+        (
+            "mlp",
+            {"hidden": [8, 6]},
+            {"steps": [{"kind": "widen", "layer": 1, "width": 11}]},
+            "hiddens_0",
+        ),
+        (
+            "mlp",
+            {"hidden": [8, 6, 4]},
+            {
+                "steps": [
+                    {"kind": "widen", "layer": 0, "width": 12},
+                    {"kind": "widen", "layer": 2, "width": 9},
+                ]
+            },
+            "hiddens_1",
+        ),
+        (
+            "cnn",
+            {"channels": [6, 5]},
+            {"steps": [{"kind": "widen", "layer": 1, "width": 9}]},
+            "convs_0",
+        ),
+    ],
+)
 def test_widening_other_layers_leaves_a_groups_barriers_unchanged(kind, sizes, spec, group):
   """Net2Net widening of another layer replicates and divides weights on axes
   the group's permutation does not touch: the expanded midpoint is the

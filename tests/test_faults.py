@@ -62,8 +62,9 @@ SLOW_TARGET = f"{SLOW_RUN}/log.parquet"
 @pytest.fixture(scope="module")
 def slow_study(tmp_path_factory):
   """A clean, uninterrupted run of SLOW_TARGET."""
-  p = make_project(tmp_path_factory.mktemp("slow"),
-                   config(candidate={"epochs": 3000, "checkpoints": [20]}))
+  p = make_project(
+      tmp_path_factory.mktemp("slow"), config(candidate={"epochs": 3000, "checkpoints": [20]})
+  )
   ok(snakemake(p, SLOW_TARGET))
   return p
 
@@ -72,7 +73,7 @@ def test_failed_log_is_shown_in_the_terminal(slow_study, tmp_path):
   p = copy(slow_study, tmp_path)
   base = f"results/base/{S}/seed0.msgpack"
   data = (p / base).read_bytes()
-  (p / base).write_bytes(data[:len(data) // 2])  # newer now: its dependants rerun
+  (p / base).write_bytes(data[: len(data) // 2])  # newer now: its dependants rerun
   # Without --show-failed-logs: profiles/default sets it.
   out = failed(snakemake(p, f"results/expanded/{S}/x2/seed0.msgpack"))
   assert "Error in rule train_candidate" in out
@@ -87,7 +88,7 @@ def test_truncated_checkpoint_is_named(study, tmp_path):
   p = copy(study, tmp_path)
   base = f"results/base/{S}/seed0.msgpack"
   data = (p / base).read_bytes()
-  (p / base).write_bytes(data[:len(data) // 2])  # newer now: its dependants rerun
+  (p / base).write_bytes(data[: len(data) // 2])  # newer now: its dependants rerun
   out = failed(snakemake(p, "--show-failed-logs", f"results/expanded/{S}/x2/seed0.msgpack"))
   assert "Error in rule train_candidate" in out
   assert f"checkpoint {base} is truncated or corrupt" in out
@@ -104,42 +105,72 @@ def test_corrupt_table_is_named(study, tmp_path):
   assert not (p / METRICS).exists()  # The stale table is not left as if current.
 
 
-@pytest.mark.parametrize("change, message", [
-    pytest.param(lambda c: c["settings"][S]["model"].update(kind="no_such_model"),
-                 f"['settings']['{S}']['model']['kind']", id="unknown-model-kind"),
-    pytest.param(lambda c: c["settings"][S]["expansions"]["x2"].update(factor=-2),
-                 f"['settings']['{S}']['expansions']['x2']['factor']", id="negative-factor"),
-    pytest.param(lambda c: c["metric"].update(q=[0.2, 1.5]), "['metric']['q']",
-                 id="q-outside-0-1"),
-    pytest.param(lambda c: c["metric"].update(n=[30, 600]),
-                 "config key metric.n: n = 600 is larger than metric.n_max = 60",
-                 id="n-above-n_max"),
-    # Mistakes that used to surface only when expanding, after base training.
-    pytest.param(lambda c: c["settings"][S]["expansions"].update(
-        x2={"kind": "widen_first", "width": 8}),
-                 f"config key settings.{S}.expansions.x2.width: 8 does not widen the base's 8",
-                 id="width-not-wider"),
-    pytest.param(lambda c: c["settings"][S]["expansions"]["x2"].update(width=20),
-                 f"config key settings.{S}.expansions.x2: widen_first takes exactly one of "
-                 "width and factor", id="width-and-factor"),
-    pytest.param(lambda c: c["settings"][S]["expansions"].update(
-        x2={"kind": "deepen", "after": 3}), f"config key settings.{S}.expansions.x2.after: deepen after 3 "
-        "is outside 0..0", id="deepen-after-out-of-range"),
-    pytest.param(lambda c: c["settings"].update({"a.b": c["settings"].pop(S)}),
-                 "'a.b' does not match", id="setting-name-with-dot"),
-    pytest.param(lambda c: c["settings"][S].update(model={"kind": "cnn", "hidden": [8]}),
-                 f"config key settings.{S}.model: a cnn model takes channels, dense, not hidden",
-                 id="keys-of-another-kind"),
-    pytest.param(lambda c: c.pop("lm"), "config key lm: setting wikitext-bert is a BERT: the "
-                 "config needs an lm section", id="bert-without-lm"),
-    # What the data cannot give: digits has 1,437 training images.
-    pytest.param(lambda c: c["metric"].update(batch_size=100000),
-                 "config key metric.batch_size: 100000 is more than the 1442 training examples",
-                 id="metric-batch-larger-than-the-data"),
-    pytest.param(lambda c: c["lm"].update(metric_batch_size=500),
-                 "config key lm.metric_batch_size: 500 is more than the 187 sequences",
-                 id="bert-metric-batch-larger-than-the-data"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        pytest.param(
+            lambda c: c["settings"][S]["model"].update(kind="no_such_model"),
+            f"['settings']['{S}']['model']['kind']",
+            id="unknown-model-kind",
+        ),
+        pytest.param(
+            lambda c: c["settings"][S]["expansions"]["x2"].update(factor=-2),
+            f"['settings']['{S}']['expansions']['x2']['factor']",
+            id="negative-factor",
+        ),
+        pytest.param(
+            lambda c: c["metric"].update(q=[0.2, 1.5]), "['metric']['q']", id="q-outside-0-1"
+        ),
+        pytest.param(
+            lambda c: c["metric"].update(n=[30, 600]),
+            "config key metric.n: n = 600 is larger than metric.n_max = 60",
+            id="n-above-n_max",
+        ),
+        # Mistakes that used to surface only when expanding, after base training.
+        pytest.param(
+            lambda c: c["settings"][S]["expansions"].update(x2={"kind": "widen_first", "width": 8}),
+            f"config key settings.{S}.expansions.x2.width: 8 does not widen the base's 8",
+            id="width-not-wider",
+        ),
+        pytest.param(
+            lambda c: c["settings"][S]["expansions"]["x2"].update(width=20),
+            f"config key settings.{S}.expansions.x2: widen_first takes exactly one of "
+            "width and factor",
+            id="width-and-factor",
+        ),
+        pytest.param(
+            lambda c: c["settings"][S]["expansions"].update(x2={"kind": "deepen", "after": 3}),
+            f"config key settings.{S}.expansions.x2.after: deepen after 3 " "is outside 0..0",
+            id="deepen-after-out-of-range",
+        ),
+        pytest.param(
+            lambda c: c["settings"].update({"a.b": c["settings"].pop(S)}),
+            "'a.b' does not match",
+            id="setting-name-with-dot",
+        ),
+        pytest.param(
+            lambda c: c["settings"][S].update(model={"kind": "cnn", "hidden": [8]}),
+            f"config key settings.{S}.model: a cnn model takes channels, dense, not hidden",
+            id="keys-of-another-kind",
+        ),
+        pytest.param(
+            lambda c: c.pop("lm"),
+            "config key lm: setting wikitext-bert is a BERT: the " "config needs an lm section",
+            id="bert-without-lm",
+        ),
+        # What the data cannot give: digits has 1,437 training images.
+        pytest.param(
+            lambda c: c["metric"].update(batch_size=100000),
+            "config key metric.batch_size: 100000 is more than the 1442 training examples",
+            id="metric-batch-larger-than-the-data",
+        ),
+        pytest.param(
+            lambda c: c["lm"].update(metric_batch_size=500),
+            "config key lm.metric_batch_size: 500 is more than the 187 sequences",
+            id="bert-metric-batch-larger-than-the-data",
+        ),
+    ],
+)
 def test_invalid_config_is_rejected_before_any_job(tmp_path, change, message):
   cfg = yaml.safe_load(config())
   change(cfg)
@@ -149,15 +180,25 @@ def test_invalid_config_is_rejected_before_any_job(tmp_path, change, message):
   assert not (p / "results").exists() and not (p / "logs").exists()
 
 
-@pytest.mark.parametrize("lr, reason", [
-    (1e30, r"training diverged at epoch \d+ \(loss sum nan\)"),
-    # A loss that explodes by orders of magnitude without turning NaN.
-    (1e4, r"training loss exploded at epoch \d+: mean minibatch loss [\d.e+]+, more than 10 "
-          r"times a uniform prediction's"),
-    # A base that never leaves chance level.
-    (1e-9, r"not learning: the best epoch \(\d+\) reached performance 0\.\d+, against "
-           r"0\.\d+ for chance"),
-], ids=["nan", "exploding", "stuck-at-chance"])
+@pytest.mark.parametrize(
+    "lr, reason",
+    [
+        (1e30, r"training diverged at epoch \d+ \(loss sum nan\)"),
+        # A loss that explodes by orders of magnitude without turning NaN.
+        (
+            1e4,
+            r"training loss exploded at epoch \d+: mean minibatch loss [\d.e+]+, more than 10 "
+            r"times a uniform prediction's",
+        ),
+        # A base that never leaves chance level.
+        (
+            1e-9,
+            r"not learning: the best epoch \(\d+\) reached performance 0\.\d+, against "
+            r"0\.\d+ for chance",
+        ),
+    ],
+    ids=["nan", "exploding", "stuck-at-chance"],
+)
 def test_a_run_that_is_not_learning_fails_naming_the_run(tmp_path, lr, reason):
   cfg = yaml.safe_load(config())
   cfg["train"]["lr"] = lr
@@ -178,13 +219,17 @@ def test_verify_names_every_damaged_file_whatever_its_time(study, tmp_path):
   named, one of each kind."""
   p = copy(study, tmp_path)
   ok(snakemake(p, "verify"))
-  damaged = [f"results/base/{S}/seed0.msgpack", f"results/barriers/{S}/trained/seed0.parquet",
-             "results/data/digits.npz", f"results/metrics/{S}.parquet"]
+  damaged = [
+      f"results/base/{S}/seed0.msgpack",
+      f"results/barriers/{S}/trained/seed0.parquet",
+      "results/data/digits.npz",
+      f"results/metrics/{S}.parquet",
+  ]
   for name in damaged:
     path = p / name
     times = path.stat()
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
     os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
   assert "Nothing to be done" in ok(snakemake(p, METRICS))  # Snakemake sees nothing wrong
   out = failed(snakemake(p, "verify"))

@@ -9,9 +9,15 @@ from manifold_metric import gain, train
 
 def logs(perf_a, perf_b, loss=(np.nan, 3.0, 2.0, 1.0)):
   epochs = range(len(perf_a))
-  return pd.DataFrame({"expansion": ["a"] * len(perf_a) + ["b"] * len(perf_b), "seed": 0,
-                       "epoch": [*epochs, *epochs], "performance": [*perf_a, *perf_b],
-                       "train_loss_sum": [*loss, *loss]})
+  return pd.DataFrame(
+      {
+          "expansion": ["a"] * len(perf_a) + ["b"] * len(perf_b),
+          "seed": 0,
+          "epoch": [*epochs, *epochs],
+          "performance": [*perf_a, *perf_b],
+          "train_loss_sum": [*loss, *loss],
+      }
+  )
 
 
 def test_gain_is_relative_to_epoch_0_and_best_over_all_epochs():
@@ -44,8 +50,10 @@ def test_every_run_needs_one_epoch_0_and_a_trained_epoch():
 def test_paired_difference_of_best_and_worst():
   rows = []
   for seed, (ga, gb) in enumerate([(0.3, 0.1), (0.2, 0.1), (0.4, 0.1)]):
-    rows += [{"expansion": "a", "seed": seed, "gain_best": ga},
-             {"expansion": "b", "seed": seed, "gain_best": gb}]
+    rows += [
+        {"expansion": "a", "seed": seed, "gain_best": ga},
+        {"expansion": "b", "seed": seed, "gain_best": gb},
+    ]
   d = gain.paired_difference(pd.DataFrame(rows))
   assert (d["best"], d["worst"], d["seeds"]) == ("a", "b", 3)
   assert d["diff"] == pytest.approx(0.2)
@@ -53,12 +61,14 @@ def test_paired_difference_of_best_and_worst():
 
 
 def test_run_log_puts_phi_star_at_epoch_0():
-  log = pd.DataFrame(train.run_log(
-      [{"epoch": 1, "train_loss_sum": 2.0, "val_acc": 0.7, "performance": 0.7}], 0.6))
+  log = pd.DataFrame(
+      train.run_log([{"epoch": 1, "train_loss_sum": 2.0, "val_acc": 0.7, "performance": 0.7}], 0.6)
+  )
   assert list(log.epoch) == [0, 1] and log.performance.tolist() == [0.6, 0.7]
   assert log.val_acc.tolist() == [0.6, 0.7] and np.isnan(log.train_loss_sum[0])
-  lm = train.run_log([{"epoch": 1, "train_loss_sum": 2.0, "val_loss": 3.0, "performance": -1.1}],
-                     -1.2)
+  lm = train.run_log(
+      [{"epoch": 1, "train_loss_sum": 2.0, "val_loss": 3.0, "performance": -1.1}], -1.2
+  )
   assert "val_acc" not in lm[0] and lm[0]["performance"] == -1.2
   # As gains reads it: G_t relative to A(phi*) at epoch 0.
   g = gain.gains(log.assign(expansion="x", seed=0))

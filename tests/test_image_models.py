@@ -37,8 +37,9 @@ def _variables(arch, seed=0):
       return rng.uniform(0.5, 1.5, s.shape)
     return 0.2 * rng.normal(size=s.shape)
 
-  return jax.tree_util.tree_map_with_path(lambda p, s: np.asarray(draw(p, s), s.dtype),
-                                          _shapes(arch))
+  return jax.tree_util.tree_map_with_path(
+      lambda p, s: np.asarray(draw(p, s), s.dtype), _shapes(arch)
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "train"))
@@ -46,11 +47,14 @@ def _logits(arch, v, x, train=False):
   return image_models.apply(arch, v, x, train=train)
 
 
-@pytest.mark.parametrize("kind,sizes,shapes", [
-    ("mlp", {}, {"hiddens_0": (192, 20), "out": (20, 10)}),
-    ("cnn", {}, {"convs_0": (3, 3, 3, 8), "convs_1": (3, 3, 8, 32), "fc": (512, 256)}),
-    ("cnn", {"channels": [16, 64, 64, 64]}, {"convs_3": (3, 3, 64, 64), "fc": (1024, 256)}),
-])
+@pytest.mark.parametrize(
+    "kind,sizes,shapes",
+    [
+        ("mlp", {}, {"hiddens_0": (192, 20), "out": (20, 10)}),
+        ("cnn", {}, {"convs_0": (3, 3, 3, 8), "convs_1": (3, 3, 8, 32), "fc": (512, 256)}),
+        ("cnn", {"channels": [16, 64, 64, 64]}, {"convs_3": (3, 3, 64, 64), "fc": (1024, 256)}),
+    ],
+)
 def test_paper_shapes(kind, sizes, shapes):
   arch = _arch(kind, **sizes)
   params = _shapes(arch)["params"]
@@ -64,8 +68,11 @@ def test_resnet18_has_eight_blocks_and_projections():
   v = _shapes(arch)
   blocks = [k for k in v["params"] if k.startswith("blocks_")]
   assert len(blocks) == 8
-  assert [b for b in blocks if "proj_conv" in v["params"][b]] == ["blocks_2", "blocks_4",
-                                                                  "blocks_6"]
+  assert [b for b in blocks if "proj_conv" in v["params"][b]] == [
+      "blocks_2",
+      "blocks_4",
+      "blocks_6",
+  ]
   assert v["params"]["blocks_3"]["conv1"]["kernel"].shape == (3, 3, 16, 16)
   assert "batch_stats" in v and image_models.has_batch_norm(arch)
   assert not image_models.has_batch_norm(_arch("cnn"))

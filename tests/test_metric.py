@@ -77,7 +77,7 @@ def test_grid_uses_prefixes_of_one_set():
   rows = metric.grid(cand, base)
   assert len(rows) == len(metric.Q_GRID) * len(metric.N_GRID)
   for r in rows:
-    assert r == metric.manifold_metric(cand[:r["n"]], base[:r["n"]], r["q"], r["n"])
+    assert r == metric.manifold_metric(cand[: r["n"]], base[: r["n"]], r["q"], r["n"])
 
 
 @pytest.mark.parametrize("q", [0.0, 1.0, -0.1, 1.5])
@@ -121,18 +121,32 @@ def _barrier_table():
         b[:5] = base[:5] + rng.uniform(0, 2e-2, 5) * (base[:5] > 0)
         sets[(e, seed, t, group, walk)] = b
         tau[(e, seed, t, group, walk)] = rng.uniform(1e-3, 2e-2)
-  frames = [pd.DataFrame({"setting": "s", "model": "cnn", "expansion": e, "group": g, "walk": w,
-                          "seed": s, "epoch": t, "node": np.arange(1, N + 1), "barrier": b,
-                          "resolution": tau[(e, s, t, g, w)]})
-            for (e, s, t, g, w), b in sets.items()]
+  frames = [
+      pd.DataFrame(
+          {
+              "setting": "s",
+              "model": "cnn",
+              "expansion": e,
+              "group": g,
+              "walk": w,
+              "seed": s,
+              "epoch": t,
+              "node": np.arange(1, N + 1),
+              "barrier": b,
+              "resolution": tau[(e, s, t, g, w)],
+          }
+      )
+      for (e, s, t, g, w), b in sets.items()
+  ]
   # Rows in an order unlike the sets', so that nothing depends on it.
   table = pd.concat(frames, ignore_index=True).sample(frac=1, random_state=1)
   return sets, table, tau
 
 
 def _check_against_manifold_metric(rows, sets, reference, tol=lambda key: 0.0):
-  assert len(rows) == len(set(map(tuple, rows[["expansion", "seed", "epoch", "group", "walk",
-                                                "q", "n"]].to_numpy())))
+  assert len(rows) == len(
+      set(map(tuple, rows[["expansion", "seed", "epoch", "group", "walk", "q", "n"]].to_numpy()))
+  )
   for r in rows.to_dict("records"):
     key = (r["expansion"], r["seed"], r["epoch"], r["group"], r["walk"])
     want = metric.manifold_metric(sets[key], reference(key), r["q"], r["n"], tol(key))
@@ -148,8 +162,9 @@ def test_of_sets_is_manifold_metric_of_each_set_against_its_seeds_phi_star():
   assert len(rows) == len(cands) * len(QS) * len(NS)
   assert set(rows.expansion) == set(EXPANSIONS)
   base_of = lambda k: ("base", k[1], 0, k[3], k[4])
-  _check_against_manifold_metric(rows, sets, lambda k: sets[base_of(k)],
-                                 lambda k: max(tau[k], tau[base_of(k)]))
+  _check_against_manifold_metric(
+      rows, sets, lambda k: sets[base_of(k)], lambda k: max(tau[k], tau[base_of(k)])
+  )
   assert rows.lambda_zero.any() and not rows.lambda_zero.all()  # both cases are covered
   # The tolerance matters here: without the column, other m.
   exact = metric.of_sets(table.drop(columns="resolution"), QS, NS)
@@ -167,10 +182,21 @@ def test_of_sets_needs_phi_star_and_a_candidate():
 
 
 def _gains():
-  rows = [{"expansion": e, "seed": s, "epoch": t, "performance": 0.5 + 0.01 * t + 0.1 * s,
-           "val_acc": 0.5 + 0.01 * t, "gain": 0.01 * t, "sotl_e": -1.0 / (1 + t),
-           "gain_best": 0.05 * len(e) + s}
-          for e, epochs in EXPANSIONS.items() for s in SEEDS for t in range(6)]
+  rows = [
+      {
+          "expansion": e,
+          "seed": s,
+          "epoch": t,
+          "performance": 0.5 + 0.01 * t + 0.1 * s,
+          "val_acc": 0.5 + 0.01 * t,
+          "gain": 0.01 * t,
+          "sotl_e": -1.0 / (1 + t),
+          "gain_best": 0.05 * len(e) + s,
+      }
+      for e, epochs in EXPANSIONS.items()
+      for s in SEEDS
+      for t in range(6)
+  ]
   return pd.DataFrame(rows)
 
 
@@ -202,18 +228,42 @@ def test_scratch_table_is_relative_to_the_first_epoch():
   rng = np.random.default_rng(2)
   sets = {(s, t, w): _draw(rng) for s in SEEDS for t in (1, 2, 4) for w in WALKS}
   tau = {k: rng.uniform(0, 0.05) for k in sets}
-  table = pd.concat([pd.DataFrame({"setting": "s", "expansion": "scratch", "group": "ffn_0",
-                                   "walk": w, "seed": s, "epoch": t,
-                                   "node": np.arange(1, N + 1), "barrier": b,
-                                   "resolution": tau[(s, t, w)]})
-                     for (s, t, w), b in sets.items()], ignore_index=True)
+  table = pd.concat(
+      [
+          pd.DataFrame(
+              {
+                  "setting": "s",
+                  "expansion": "scratch",
+                  "group": "ffn_0",
+                  "walk": w,
+                  "seed": s,
+                  "epoch": t,
+                  "node": np.arange(1, N + 1),
+                  "barrier": b,
+                  "resolution": tau[(s, t, w)],
+              }
+          )
+          for (s, t, w), b in sets.items()
+      ],
+      ignore_index=True,
+  )
   out = metric.scratch_table(table, QS, 30)
   assert len(out) == len(sets) * len(QS) and "expansion" not in out
   for r in out.itertuples():
     first = (r.seed, 1, r.walk)
-    want = metric.manifold_metric(sets[(r.seed, r.epoch, r.walk)], sets[first], r.q, 30,
-                                  max(tau[(r.seed, r.epoch, r.walk)], tau[first]))
+    want = metric.manifold_metric(
+        sets[(r.seed, r.epoch, r.walk)],
+        sets[first],
+        r.q,
+        30,
+        max(tau[(r.seed, r.epoch, r.walk)], tau[first]),
+    )
     assert (r.m, r.m_base, r.M, r.zero, r.zero_base, r.lambda_zero) == (
-        want["m"], want["m_base"], want["M"], want["zero"], want["zero_base"],
-        want["lambda_zero"])
+        want["m"],
+        want["m_base"],
+        want["M"],
+        want["zero"],
+        want["zero_base"],
+        want["lambda_zero"],
+    )
   assert (out[out.epoch == 1].M == 0).all()

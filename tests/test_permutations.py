@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from manifold_metric import archs, image_models, permutations
 from manifold_metric.permutations import Axis, PermSpec
@@ -68,8 +69,7 @@ VARIABLES = {k: _variables(a) for k, a in ARCHS.items()}
 
 
 @settings(max_examples=10, deadline=None)
-@given(name=st.sampled_from(sorted(ARCHS)), seed=st.integers(0, 2**31 - 1),
-       train=st.booleans())
+@given(name=st.sampled_from(sorted(ARCHS)), seed=st.integers(0, 2**31 - 1), train=st.booleans())
 def test_first_group_permutation_preserves_outputs(name, seed, train):
   arch, v = ARCHS[name], VARIABLES[name]
   spec = _first(arch)
@@ -114,8 +114,12 @@ def _axes(*entries):
   for e in entries:
     if e.startswith("bn "):
       n = e[3:]
-      axes += [Axis(f"params/{n}/scale", 0), Axis(f"params/{n}/bias", 0),
-               Axis(f"batch_stats/{n}/mean", 0), Axis(f"batch_stats/{n}/var", 0)]
+      axes += [
+          Axis(f"params/{n}/scale", 0),
+          Axis(f"params/{n}/bias", 0),
+          Axis(f"batch_stats/{n}/mean", 0),
+          Axis(f"batch_stats/{n}/var", 0),
+      ]
     else:
       path, axis, role = e.split()
       axes.append(Axis(f"params/{path}", int(axis), role))
@@ -123,55 +127,115 @@ def _axes(*entries):
 
 
 def _mid(b, width):
-  return PermSpec(width, _axes(f"blocks_{b}/conv1/kernel 3 out", f"bn blocks_{b}/bn1",
-                               f"blocks_{b}/conv2/kernel 2 in"), None)
+  return PermSpec(
+      width,
+      _axes(
+          f"blocks_{b}/conv1/kernel 3 out", f"bn blocks_{b}/bn1", f"blocks_{b}/conv2/kernel 2 in"
+      ),
+      None,
+  )
 
 
 PINNED = {
-    "mlp": (_arch("mlp", hidden=[20, 12]), {
-        "hiddens_0": PermSpec(20, _axes("hiddens_0/kernel 1 out", "hiddens_0/bias 0 out",
-                                        "hiddens_1/kernel 0 in"), -1),
-        "hiddens_1": PermSpec(12, _axes("hiddens_1/kernel 1 out", "hiddens_1/bias 0 out",
-                                        "out/kernel 0 in"), None),
-    }),
-    "cnn": (_arch("cnn"), {
-        "convs_0": PermSpec(8, _axes("convs_0/kernel 3 out", "convs_0/bias 0 out",
-                                     "convs_1/kernel 2 in"), -1),
-        "convs_1": PermSpec(32, _axes("convs_1/kernel 3 out", "convs_1/bias 0 out",
-                                      "fc/kernel 0 in"), None),
-    }),
+    "mlp": (
+        _arch("mlp", hidden=[20, 12]),
+        {
+            "hiddens_0": PermSpec(
+                20,
+                _axes("hiddens_0/kernel 1 out", "hiddens_0/bias 0 out", "hiddens_1/kernel 0 in"),
+                -1,
+            ),
+            "hiddens_1": PermSpec(
+                12, _axes("hiddens_1/kernel 1 out", "hiddens_1/bias 0 out", "out/kernel 0 in"), None
+            ),
+        },
+    ),
+    "cnn": (
+        _arch("cnn"),
+        {
+            "convs_0": PermSpec(
+                8, _axes("convs_0/kernel 3 out", "convs_0/bias 0 out", "convs_1/kernel 2 in"), -1
+            ),
+            "convs_1": PermSpec(
+                32, _axes("convs_1/kernel 3 out", "convs_1/bias 0 out", "fc/kernel 0 in"), None
+            ),
+        },
+    ),
     # Dict order is part of the result: first_group takes the first group and
     # widen_all draws one key per group in this order.
-    "resnet18": (_arch("resnet18", **TINY_RESNET), {
-        "stage_0": PermSpec(4, _axes(
-            "stem_conv/kernel 3 out", "bn stem_bn",
-            "blocks_0/conv1/kernel 2 in", "blocks_0/conv2/kernel 3 out", "bn blocks_0/bn2",
-            "blocks_1/conv1/kernel 2 in", "blocks_1/conv2/kernel 3 out", "bn blocks_1/bn2",
-            "blocks_2/conv1/kernel 2 in", "blocks_2/proj_conv/kernel 2 in"), -1),
-        "blocks_0_mid": _mid(0, 3),
-        "blocks_1_mid": _mid(1, 5),
-        "blocks_2_mid": _mid(2, 3),
-        "blocks_3_mid": _mid(3, 5),
-        "stage_1": PermSpec(8, _axes(
-            "blocks_2/proj_conv/kernel 3 out", "bn blocks_2/proj_bn",
-            "blocks_2/conv2/kernel 3 out", "bn blocks_2/bn2",
-            "blocks_3/conv1/kernel 2 in", "blocks_3/conv2/kernel 3 out", "bn blocks_3/bn2",
-            "blocks_4/conv1/kernel 2 in", "blocks_4/proj_conv/kernel 2 in"), None),
-        "blocks_4_mid": _mid(4, 3),
-        "blocks_5_mid": _mid(5, 5),
-        "stage_2": PermSpec(8, _axes(
-            "blocks_4/proj_conv/kernel 3 out", "bn blocks_4/proj_bn",
-            "blocks_4/conv2/kernel 3 out", "bn blocks_4/bn2",
-            "blocks_5/conv1/kernel 2 in", "blocks_5/conv2/kernel 3 out", "bn blocks_5/bn2",
-            "blocks_6/conv1/kernel 2 in", "blocks_6/proj_conv/kernel 2 in"), None),
-        "blocks_6_mid": _mid(6, 3),
-        "blocks_7_mid": _mid(7, 5),
-        "stage_3": PermSpec(8, _axes(
-            "blocks_6/proj_conv/kernel 3 out", "bn blocks_6/proj_bn",
-            "blocks_6/conv2/kernel 3 out", "bn blocks_6/bn2",
-            "blocks_7/conv1/kernel 2 in", "blocks_7/conv2/kernel 3 out", "bn blocks_7/bn2",
-            "out/kernel 0 in"), None),
-    }),
+    "resnet18": (
+        _arch("resnet18", **TINY_RESNET),
+        {
+            "stage_0": PermSpec(
+                4,
+                _axes(
+                    "stem_conv/kernel 3 out",
+                    "bn stem_bn",
+                    "blocks_0/conv1/kernel 2 in",
+                    "blocks_0/conv2/kernel 3 out",
+                    "bn blocks_0/bn2",
+                    "blocks_1/conv1/kernel 2 in",
+                    "blocks_1/conv2/kernel 3 out",
+                    "bn blocks_1/bn2",
+                    "blocks_2/conv1/kernel 2 in",
+                    "blocks_2/proj_conv/kernel 2 in",
+                ),
+                -1,
+            ),
+            "blocks_0_mid": _mid(0, 3),
+            "blocks_1_mid": _mid(1, 5),
+            "blocks_2_mid": _mid(2, 3),
+            "blocks_3_mid": _mid(3, 5),
+            "stage_1": PermSpec(
+                8,
+                _axes(
+                    "blocks_2/proj_conv/kernel 3 out",
+                    "bn blocks_2/proj_bn",
+                    "blocks_2/conv2/kernel 3 out",
+                    "bn blocks_2/bn2",
+                    "blocks_3/conv1/kernel 2 in",
+                    "blocks_3/conv2/kernel 3 out",
+                    "bn blocks_3/bn2",
+                    "blocks_4/conv1/kernel 2 in",
+                    "blocks_4/proj_conv/kernel 2 in",
+                ),
+                None,
+            ),
+            "blocks_4_mid": _mid(4, 3),
+            "blocks_5_mid": _mid(5, 5),
+            "stage_2": PermSpec(
+                8,
+                _axes(
+                    "blocks_4/proj_conv/kernel 3 out",
+                    "bn blocks_4/proj_bn",
+                    "blocks_4/conv2/kernel 3 out",
+                    "bn blocks_4/bn2",
+                    "blocks_5/conv1/kernel 2 in",
+                    "blocks_5/conv2/kernel 3 out",
+                    "bn blocks_5/bn2",
+                    "blocks_6/conv1/kernel 2 in",
+                    "blocks_6/proj_conv/kernel 2 in",
+                ),
+                None,
+            ),
+            "blocks_6_mid": _mid(6, 3),
+            "blocks_7_mid": _mid(7, 5),
+            "stage_3": PermSpec(
+                8,
+                _axes(
+                    "blocks_6/proj_conv/kernel 3 out",
+                    "bn blocks_6/proj_bn",
+                    "blocks_6/conv2/kernel 3 out",
+                    "bn blocks_6/bn2",
+                    "blocks_7/conv1/kernel 2 in",
+                    "blocks_7/conv2/kernel 3 out",
+                    "bn blocks_7/bn2",
+                    "out/kernel 0 in",
+                ),
+                None,
+            ),
+        },
+    ),
 }
 
 
@@ -188,8 +252,14 @@ def test_neuron_groups_are_pinned(kind):
 # CNN's fc neurons (fc's outputs, out's inputs).
 UNGROUPED = {
     "mlp": ["hiddens_0/kernel 0", "out/kernel 1", "out/bias 0"],
-    "cnn": ["convs_0/kernel 2", "fc/kernel 1", "fc/bias 0", "out/kernel 0", "out/kernel 1",
-            "out/bias 0"],
+    "cnn": [
+        "convs_0/kernel 2",
+        "fc/kernel 1",
+        "fc/bias 0",
+        "out/kernel 0",
+        "out/kernel 1",
+        "out/bias 0",
+    ],
     "resnet18": ["stem_conv/kernel 2", "out/kernel 1", "out/bias 0"],
 }
 
@@ -200,14 +270,19 @@ def test_groups_cover_every_channel_axis_once(name):
   exactly one group, as 'in' (consumer) or 'out', except the UNGROUPED axes."""
   arch, v = ARCHS[name], VARIABLES[name]
   flat = traverse_util.flatten_dict(v, sep="/")
-  channel_axes = {(p, ax): "in" if ax == x.ndim - 2 else "out"
-                  for p, x in flat.items()
-                  for ax in ((x.ndim - 2, x.ndim - 1) if p.endswith("kernel") else (0,))}
+  channel_axes = {
+      (p, ax): "in" if ax == x.ndim - 2 else "out"
+      for p, x in flat.items()
+      for ax in ((x.ndim - 2, x.ndim - 1) if p.endswith("kernel") else (0,))
+  }
   for e in UNGROUPED[arch.kind]:
     path, axis = e.split()
     del channel_axes[(f"params/{path}", int(axis))]
-  carried = [((a.path, a.axis % flat[a.path].ndim), a.role)
-             for spec in image_models.neuron_groups(arch).values() for a in spec.axes]
+  carried = [
+      ((a.path, a.axis % flat[a.path].ndim), a.role)
+      for spec in image_models.neuron_groups(arch).values()
+      for a in spec.axes
+  ]
   assert len(carried) == len({pa for pa, _ in carried})  # no axis in two groups
   assert dict(carried) == channel_axes
 

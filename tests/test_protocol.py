@@ -21,9 +21,13 @@ def _variables(arch, seed):
   else:
     shapes = jax.eval_shape(lambda: image_models.init(arch, jax.random.key(0), (8, 8, 1)))
   rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: np.asarray(
-      rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
-      s.dtype), shapes)
+  return jax.tree.map(
+      lambda s: np.asarray(
+          rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
+          s.dtype,
+      ),
+      shapes,
+  )
 
 
 def _stack(*trees):
@@ -57,8 +61,9 @@ def test_candidates_are_each_seeds_expansion_checked_to_preserve(digits, phi):
   arch, stacked, performance = phi
   spec = {"kind": "widen_first", "factor": 2}
   seeds = [3, 5, 8]
-  new_arch, theta = expansion.candidates(arch, stacked, spec, seeds, digits, {}, performance,
-                                         "expansion x2 of s")
+  new_arch, theta = expansion.candidates(
+      arch, stacked, spec, seeds, digits, {}, performance, "expansion x2 of s"
+  )
   want_arch, want = expansion.expand_seeds(arch, stacked, spec, seeds)
   assert new_arch == want_arch == archs.MLP((12,), 10)
   for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(want)):
@@ -67,8 +72,11 @@ def test_candidates_are_each_seeds_expansion_checked_to_preserve(digits, phi):
   assert after == performance
   # A recorded A(phi*) that the expansion does not reproduce names the seed.
   wrong = [performance[0], performance[1] + 0.01, performance[2]]
-  with pytest.raises(RuntimeError, match=r"expansion x2 of s, seed 5, changed the validation "
-                     r"performance .* not function-preserving"):
+  with pytest.raises(
+      RuntimeError,
+      match=r"expansion x2 of s, seed 5, changed the validation "
+      r"performance .* not function-preserving",
+  ):
     expansion.candidates(arch, stacked, spec, seeds, digits, {}, wrong, "expansion x2 of s")
 
 
@@ -80,25 +88,29 @@ def test_an_expansion_that_changes_the_function_is_caught(digits, phi, monkeypat
     new_arch, theta = real(arch, variables, spec, seeds)
     out = np.array(theta["params"]["out"]["bias"])
     out[2] += np.arange(10) * 5.0  # seed 8's model now prefers the last classes
-    return new_arch, {"params": {**theta["params"], "out": {**theta["params"]["out"],
-                                                            "bias": out}}}
+    return new_arch, {"params": {**theta["params"], "out": {**theta["params"]["out"], "bias": out}}}
 
   monkeypatch.setattr(expansion, "expand_seeds", broken)
   with pytest.raises(RuntimeError, match="seed 8"):
-    expansion.candidates(arch, stacked, {"kind": "widen_first", "width": 7}, [3, 5, 8], digits,
-                         {}, performance, "e")
+    expansion.candidates(
+        arch, stacked, {"kind": "widen_first", "width": 7}, [3, 5, 8], digits, {}, performance, "e"
+    )
 
 
 def test_bert_candidates_are_preserved_to_float32_round_off():
   rng = np.random.default_rng(0)
-  ds = {"train": rng.integers(3, 40, (20, 12)).astype(np.int32),
-        "val": rng.integers(3, 40, (10, 12)).astype(np.int32), "vocab_size": 40}
+  ds = {
+      "train": rng.integers(3, 40, (20, 12)).astype(np.int32),
+      "val": rng.integers(3, 40, (10, 12)).astype(np.int32),
+      "vocab_size": 40,
+  }
   arch = archs.BERT(1, 8, 2, (12,), 40, 12)
   stacked = _stack(*(_variables(arch, s) for s in range(2)))
   hp = {"eval_batch_size": 5}
   performance = [r["performance"] for r in tracks.validate(arch, stacked, ds, hp)]
-  new_arch, theta = expansion.candidates(arch, stacked, {"kind": "widen_ffn", "width": 20},
-                                         [0, 1], ds, hp, performance, "ffn20")
+  new_arch, theta = expansion.candidates(
+      arch, stacked, {"kind": "widen_ffn", "width": 20}, [0, 1], ds, hp, performance, "ffn20"
+  )
   assert new_arch.ffn == (20,)
   after = [r["performance"] for r in tracks.validate(new_arch, theta, ds, hp)]
   np.testing.assert_allclose(after, performance, rtol=1e-4)

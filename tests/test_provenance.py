@@ -25,8 +25,20 @@ def test_training_depends_on_no_score_and_no_config_check(script):
   assert {"train", "tracks", "image_models", "bert", "data", "text", "archs"} <= set(train)
   # Editing the barrier engine, the walks, the proxies, the metric, the
   # figures, the correlations or the config checks must not retrain anything.
-  assert not {"barrier", "barrier_tables", "walks", "probe", "proxies", "metric", "plots",
-              "correlation", "ranking", "gain", "study", "timing"} & set(train)
+  assert not {
+      "barrier",
+      "barrier_tables",
+      "walks",
+      "probe",
+      "proxies",
+      "metric",
+      "plots",
+      "correlation",
+      "ranking",
+      "gain",
+      "study",
+      "timing",
+  } & set(train)
 
 
 def test_scores_depend_on_their_own_code_only():
@@ -46,8 +58,9 @@ def _hashes(package: Path, monkeypatch) -> dict[str, str]:
 @pytest.fixture
 def package(tmp_path):
   package = tmp_path / "manifold_metric"
-  shutil.copytree(ROOT / "manifold_metric", package,
-                  ignore=shutil.ignore_patterns("__pycache__", "bundled"))
+  shutil.copytree(
+      ROOT / "manifold_metric", package, ignore=shutil.ignore_patterns("__pycache__", "bundled")
+  )
   return package
 
 
@@ -67,11 +80,14 @@ def test_comments_docstrings_and_layout_change_no_hash(package, monkeypatch):
   path = package / "barrier.py"
   text = path.read_text()
   text = text.replace('"""Loss barriers', '"""Edited docstring. Loss barriers', 1)
-  text = text.replace("def interpolate(va, vb, alpha):\n",
-                      "def interpolate(va, vb, alpha):  # a new comment\n", 1)
-  text = text.replace("  return jax.tree.map(lambda a, b: alpha * a + (1 - alpha) * b, va, vb)",
-                      "  return jax.tree.map(\n      lambda a, b: alpha * a + (1 - alpha) * b, va, vb)",
-                      1)
+  text = text.replace(
+      "def interpolate(va, vb, alpha):\n", "def interpolate(va, vb, alpha):  # a new comment\n", 1
+  )
+  text = text.replace(
+      "  return jax.tree.map(lambda a, b: alpha * a + (1 - alpha) * b, va, vb)",
+      "  return jax.tree.map(\n      lambda a, b: alpha * a + (1 - alpha) * b, va, vb)",
+      1,
+  )
   path.write_text(text + "\n# a comment at the end\n")
   assert _hashes(package, monkeypatch) == before
   path.write_text(text.replace("alpha * a + (1 - alpha) * b", "alpha * a + (1.0 - alpha) * b"))

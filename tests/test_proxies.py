@@ -89,9 +89,11 @@ def test_gradnorm_and_snip_match_closed_form():
   g1, g2 = _mlp_grads(p, x, y)
   w1, w2 = p["hiddens_0"]["kernel"], p["out"]["kernel"]
   assert _grad_norm(MLP, v, batch) == pytest.approx(
-      np.linalg.norm(g1) + np.linalg.norm(g2), rel=1e-5)
+      np.linalg.norm(g1) + np.linalg.norm(g2), rel=1e-5
+  )
   assert _snip(MLP, v, batch) == pytest.approx(
-      np.abs(w1 * g1).sum() + np.abs(w2 * g2).sum(), rel=1e-5)
+      np.abs(w1 * g1).sum() + np.abs(w2 * g2).sum(), rel=1e-5
+  )
 
 
 def test_grasp_matches_finite_difference_hessian_vector_product():
@@ -111,7 +113,8 @@ def test_grasp_matches_finite_difference_hessian_vector_product():
   terms = np.concatenate([(w1 * hg1).ravel(), (w2 * hg2).ravel()])
   assert np.abs(terms).sum() > 1e-2
   assert _grasp(MLP, v, batch) == pytest.approx(
-      -terms.sum(), rel=1e-3, abs=1e-4 * np.abs(terms).sum())
+      -terms.sum(), rel=1e-3, abs=1e-4 * np.abs(terms).sum()
+  )
 
 
 def test_synflow_matches_closed_form():
@@ -137,8 +140,7 @@ def test_cnn_gradient_scores_match_float64_finite_differences():
   # poison later float32 calls that get the same arrays (JAX 0.10).
   x, y = batch[0].astype(np.float64), batch[1]
   with jax.enable_x64(True):
-    ce = jax.jit(lambda p, x, y: tracks.cross_entropy(
-        image_models.apply(CNN, {"params": p}, x), y))
+    ce = jax.jit(lambda p, x, y: tracks.cross_entropy(image_models.apply(CNN, {"params": p}, x), y))
     loss = lambda p: ce(p, x, y)
     grad = lambda p: _np(jax.jit(jax.grad(ce))(p, x, y))
     g = grad(p)
@@ -146,8 +148,10 @@ def test_cnn_gradient_scores_match_float64_finite_differences():
     for k in kernels:
       e = np.zeros(p[k]["kernel"].shape)
       e.flat[3] = 1e-6
-      fd = (loss({**p, k: {**p[k], "kernel": p[k]["kernel"] + e}})
-            - loss({**p, k: {**p[k], "kernel": p[k]["kernel"] - e}})) / 2e-6
+      fd = (
+          loss({**p, k: {**p[k], "kernel": p[k]["kernel"] + e}})
+          - loss({**p, k: {**p[k], "kernel": p[k]["kernel"] - e}})
+      ) / 2e-6
       assert g[k]["kernel"].flat[3] == pytest.approx(float(fd), rel=1e-5, abs=1e-9)
     h = 1e-5
     step = lambda t: {k: {**p[k], "kernel": p[k]["kernel"] + t * g[k]["kernel"]} for k in p}
@@ -159,7 +163,8 @@ def test_cnn_gradient_scores_match_float64_finite_differences():
   assert _grad_norm(CNN, v, batch) == pytest.approx(gradnorm, rel=1e-4)
   assert _snip(CNN, v, batch) == pytest.approx(snip, rel=1e-4)
   assert _grasp(CNN, v, batch) == pytest.approx(
-      -grasp_terms.sum(), rel=1e-3, abs=1e-4 * np.abs(grasp_terms).sum())
+      -grasp_terms.sum(), rel=1e-3, abs=1e-4 * np.abs(grasp_terms).sum()
+  )
 
 
 def test_jacov_matches_numpy_finite_difference_jacobian():
@@ -191,8 +196,9 @@ def test_jacov_is_nan_without_warnings_when_a_jacobian_is_constant():
 
 
 # The CNN case reuses the shapes above, so only SynFlow and Jacov compile anew.
-@pytest.mark.parametrize("arch,shape,n", [(CNN, (4, 4, 2), 6), (RESNET, (8, 8, 3), 8)],
-                         ids=["cnn", "resnet18"])
+@pytest.mark.parametrize(
+    "arch,shape,n", [(CNN, (4, 4, 2), 6), (RESNET, (8, 8, 3), 8)], ids=["cnn", "resnet18"]
+)
 def test_scores_of_seeds_together_are_each_seeds_alone(arch, shape, n):
   """score_all over two seeds (vmapped): every score finite, GradNorm, SNIP and
   SynFlow positive; and each seed's what scoring it alone gives."""
@@ -220,10 +226,16 @@ def test_synflow_ignores_batch_norm_state_but_not_kernels():
   bn = lambda path: any("bn" in getattr(k, "key", "") for k in path)
   # Every BN scale/bias and running statistic replaced by different values.
   swapped = jax.tree_util.tree_map_with_path(
-      lambda path, a, b: 3 * b if path[0].key == "batch_stats" or bn(path) else a, v, other)
+      lambda path, a, b: 3 * b if path[0].key == "batch_stats" or bn(path) else a, v, other
+  )
   assert _synflow(RESNET, swapped, batch) == pytest.approx(base, rel=1e-12)
-  doubled = {**v, "params": {**v["params"], "out": {
-      **v["params"]["out"], "kernel": 2 * v["params"]["out"]["kernel"]}}}
+  doubled = {
+      **v,
+      "params": {
+          **v["params"],
+          "out": {**v["params"]["out"], "kernel": 2 * v["params"]["out"]["kernel"]},
+      },
+  }
   assert _synflow(RESNET, doubled, batch) > 1.5 * base
 
 
@@ -240,8 +252,8 @@ def test_time_proxies_reports_every_proxy():
 BERT = archs.BERT(layers=1, hidden=4, heads=2, ffn=(6,), vocab_size=13, max_len=8)
 BERT_KERNELS = sorted(
     [("layers_0", "attention", n, "kernel") for n in ("query", "key", "value", "out")]
-    + [("layers_0", "ffn_in", "kernel"), ("layers_0", "ffn_out", "kernel"),
-       ("mlm_dense", "kernel")])
+    + [("layers_0", "ffn_in", "kernel"), ("layers_0", "ffn_out", "kernel"), ("mlm_dense", "kernel")]
+)
 
 
 def _probe_batch(mlm):
@@ -256,8 +268,10 @@ def _bert_setup(n=5, seq_len=6, rate=0.4, seed=0):
   rng = np.random.default_rng(seed)
   v = jax.tree.map(lambda a: 0.5 * rng.standard_normal(a.shape, np.float32), shapes)
   seqs = rng.integers(len(text.SPECIALS), BERT.vocab_size, (n, seq_len))
-  mlm = tuple(np.asarray(a) for a in text.mask_tokens(
-      jax.random.key(1 + seed), seqs, BERT.vocab_size, rate=rate))
+  mlm = tuple(
+      np.asarray(a)
+      for a in text.mask_tokens(jax.random.key(1 + seed), seqs, BERT.vocab_size, rate=rate)
+  )
   batch = _probe_batch(mlm)
   assert 3 < len(batch[1]) < n * seq_len  # some positions are masked, not all
   return v, mlm, batch
@@ -284,7 +298,7 @@ def _central(f, theta, h):
   """Central differences of f: (m, n) -> (m,) (vectorized) at theta, per entry."""
   e = h * np.eye(theta.size)
   vals = np.asarray(f(np.concatenate([theta + e, theta - e])))
-  return (vals[:theta.size] - vals[theta.size:]) / (2 * h)
+  return (vals[: theta.size] - vals[theta.size :]) / (2 * h)
 
 
 def test_bert_gradient_scores_match_float64_finite_differences():
@@ -295,8 +309,7 @@ def test_bert_gradient_scores_match_float64_finite_differences():
   def loss(theta, flat, inputs, labels, weights):
     # The full forward pass on all positions; the mean over the masked ones.
     logits = module.apply({"params": with_kernels(theta, flat)}, inputs)
-    ce = (jax.nn.logsumexp(logits, -1)
-          - jnp.take_along_axis(logits, labels[..., None], -1)[..., 0])
+    ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, labels[..., None], -1)[..., 0]
     return (ce * weights).sum() / weights.sum()
 
   args = flat, inputs, labels, weights.astype(np.float64)
@@ -376,8 +389,9 @@ def tinybert_problem():
         return np.ones(s.shape)
       return np.zeros(s.shape) if "bias" in name else rng.normal(0, 0.02, s.shape)
 
-    models.append(jax.tree_util.tree_map_with_path(
-        lambda p, s: np.asarray(draw(p, s), s.dtype), shapes))
+    models.append(
+        jax.tree_util.tree_map_with_path(lambda p, s: np.asarray(draw(p, s), s.dtype), shapes)
+    )
     seqs = rng.integers(len(text.SPECIALS), 200, (8, 32))
     batches.append(text.mask_tokens(jax.random.key(seed), seqs, 200))
   batch = bert.probe_batches(tuple(np.stack(a) for a in zip(*batches)))

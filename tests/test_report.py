@@ -81,25 +81,38 @@ def test_outputs_are_grouped_by_figure_setting_and_table(built):
   figures = categories["Figures"]
   assert len(figures) == len(config["figures"])
   for fig in config["figures"]:
-    number = fig[len("figure"):]
+    number = fig[len("figure") :]
     [sub] = [s for s in figures if s.startswith(f"Figure {number}: ")]
     assert figures[sub] == [f"results/figures/{fig}.png"]
   assert {s: sorted(v) for s, v in categories["Rankings"].items()} == {
-      s: [f"results/rankings/{s}.md", f"results/rankings/{s}.outcome.md",
-          f"results/rankings/{s}.parquet"] for s in settings}
+      s: [
+          f"results/rankings/{s}.md",
+          f"results/rankings/{s}.outcome.md",
+          f"results/rankings/{s}.parquet",
+      ]
+      for s in settings
+  }
   assert {s: sorted(v) for s, v in categories["Per-setting tables"].items()} == {
-      s: sorted(f"results/{kind}/{s}.parquet" for kind in ("correlations", "proxies",
-                                                           "sensitivity"))
-      for s in settings}
+      s: sorted(
+          f"results/{kind}/{s}.parquet" for kind in ("correlations", "proxies", "sensitivity")
+      )
+      for s in settings
+  }
   assert sorted(categories["Tables"]["Table 4: seconds per score"]) == [
-      "results/tables/table4.md", "results/tables/table4.parquet"]
+      "results/tables/table4.md",
+      "results/tables/table4.parquet",
+  ]
   assert categories["Tables"]["Correlations over seeds"] == [
-      "results/tables/correlations_summary.parquet"]
+      "results/tables/correlations_summary.parquet"
+  ]
   results = script_var(html, "results")
   assert results["results/figures/figure2.png"]["labels"] == {
-      "figure": "Figure 2", "settings": ", ".join(config["figures"]["figure2"]["settings"])}
+      "figure": "Figure 2",
+      "settings": ", ".join(config["figures"]["figure2"]["settings"]),
+  }
   assert results["results/rankings/digits-mlp.md"]["labels"] == {
-      "table": "candidates ranked by M_0, Markdown"}
+      "table": "candidates ranked by M_0, Markdown"
+  }
 
 
 def test_every_result_has_its_caption_rendered(built):
@@ -128,8 +141,15 @@ def test_every_result_has_its_caption_rendered(built):
   assert "tau - tau(size)" in outcome and "tau - tau(width)" in outcome  # the page, included
   # Every caption file is some output's caption.
   files = {f.stem for f in CAPTIONS.glob("*.rst")} - {"workflow"}
-  assert files == set(config["figures"]) | {"ranking", "outcome", "table4", "correlation_summary",
-                                            "correlations", "sensitivity", "proxies"}
+  assert files == set(config["figures"]) | {
+      "ranking",
+      "outcome",
+      "table4",
+      "correlation_summary",
+      "correlations",
+      "sensitivity",
+      "proxies",
+  }
   desc = script_var(html, "workflow_desc")
   assert "Where to start" in desc and "free baselines" in desc
   assert "system-message" not in desc and "{{" not in desc

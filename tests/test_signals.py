@@ -59,14 +59,19 @@ def start(project: Path, *args, timeout=300) -> subprocess.Popen:
   """Starts `snakemake --cores 2` in the background, in its own session (its
   own process group, as a terminal's foreground job), output to run.out."""
   out = open(project / "run.out", "w")
-  return subprocess.Popen(["timeout", "-k", "30", str(timeout), SNAKEMAKE, "--cores", "2", *args],
-                          cwd=project, env=ENV, stdout=out, stderr=subprocess.STDOUT,
-                          start_new_session=True)
+  return subprocess.Popen(
+      ["timeout", "-k", "30", str(timeout), SNAKEMAKE, "--cores", "2", *args],
+      cwd=project,
+      env=ENV,
+      stdout=out,
+      stderr=subprocess.STDOUT,
+      start_new_session=True,
+  )
 
 
 def snakemake_process(proc: subprocess.Popen) -> psutil.Process:
   """The snakemake process under the `timeout` wrapper."""
-  child, = psutil.Process(proc.pid).children()
+  (child,) = psutil.Process(proc.pid).children()
   return child
 
 
@@ -146,8 +151,9 @@ def job_stats(out: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
   """A clean, uninterrupted run of both candidates (x2, x3) and the barrier sets at t = 0."""
-  p = make_project(tmp_path_factory.mktemp("clean"),
-                   config(candidate={"epochs": 3000, "checkpoints": [20]}))
+  p = make_project(
+      tmp_path_factory.mktemp("clean"), config(candidate={"epochs": 3000, "checkpoints": [20]})
+  )
   ok(snakemake(p, *TABLE.values(), INITIAL))
   return p
 
@@ -172,8 +178,9 @@ def assert_same_run(p: Path, clean: Path, expansion: str, rebuilt_after: float |
   (a killed write leaves at most a hidden .tmp), every output complete, and,
   with `rebuilt_after`, written after that time."""
   run = RUN[expansion]
-  pd.testing.assert_frame_equal(pd.read_parquet(p / TABLE[expansion]),
-                                pd.read_parquet(clean / TABLE[expansion]))
+  pd.testing.assert_frame_equal(
+      pd.read_parquet(p / TABLE[expansion]), pd.read_parquet(clean / TABLE[expansion])
+  )
   for name in OUTPUTS - {"log.parquet"}:
     _, got, _ = checkpoints.load_checkpoint(p / run / name)
     _, want, _ = checkpoints.load_checkpoint(clean / run / name)
@@ -212,21 +219,30 @@ def send_sigterm(proc):
   snakemake_process(proc).send_signal(signal.SIGTERM)
 
 
-@pytest.mark.parametrize("send, name", [
-    (send_sigint, "SIGINT"),  # kill -INT <pid>, as a script or batch system sends it
-    (send_sigterm, "SIGTERM"),  # kill <pid>
-    (ctrl_c, "SIGINT"),  # Ctrl-C in the terminal: every process of the group
-], ids=["sigint-to-snakemake", "sigterm-to-snakemake", "ctrl-c-to-the-group"])
+@pytest.mark.parametrize(
+    "send, name",
+    [
+        (send_sigint, "SIGINT"),  # kill -INT <pid>, as a script or batch system sends it
+        (send_sigterm, "SIGTERM"),  # kill <pid>
+        (ctrl_c, "SIGINT"),  # Ctrl-C in the terminal: every process of the group
+    ],
+    ids=["sigint-to-snakemake", "sigterm-to-snakemake", "ctrl-c-to-the-group"],
+)
 def test_a_signal_stops_the_running_job_and_the_same_command_redoes_only_it(
-    clean, tmp_path, send, name):
+    clean, tmp_path, send, name
+):
   # Two jobs: a short one (the barrier sets at t = 0), complete when the
   # signal comes, and x2's training, mid-way.
   p = copy_without(clean, tmp_path, RUN["x2"], INITIAL)
   targets = (TABLE["x2"], INITIAL)
   proc = start(p, *targets)
-  wait_until(p, proc, "x2 trained past epoch 20 with the barrier sets done",
-             lambda: trained_past_20(p, "x2") and
-             re.search(r"^1 of 2 steps", (p / "run.out").read_text(), re.M))
+  wait_until(
+      p,
+      proc,
+      "x2 trained past epoch 20 with the barrier sets done",
+      lambda: trained_past_20(p, "x2")
+      and re.search(r"^1 of 2 steps", (p / "run.out").read_text(), re.M),
+  )
   initial = (p / INITIAL).stat().st_mtime
   assert (p / RUN["x2"] / "epoch0020.msgpack").exists()
   sent = time.time()
@@ -241,9 +257,12 @@ def test_a_signal_stops_the_running_job_and_the_same_command_redoes_only_it(
   # The failure says which signal, which job and what becomes of its outputs.
   assert f"{name} received" in out
   error = out.split("Error in rule train_candidate", 1)[1].split("\n\n", 1)[0]
-  assert re.search(rf"message: train_candidate \(.*expansion=x2.*\) was stopped by {name} "
-                   r"\(.*\); the outputs it wrote are removed and rebuilt by the next run of "
-                   "the same command", error), error
+  assert re.search(
+      rf"message: train_candidate \(.*expansion=x2.*\) was stopped by {name} "
+      r"\(.*\); the outputs it wrote are removed and rebuilt by the next run of "
+      "the same command",
+      error,
+  ), error
   assert "Removing output files of failed job train_candidate" in out
   assert not (p / RUN["x2"] / "epoch0020.msgpack").exists()  # never used as if complete
 
@@ -256,14 +275,16 @@ def test_a_signal_stops_the_running_job_and_the_same_command_redoes_only_it(
 
 @pytest.mark.slow  # test_sigkill_..._keeps_an_orphan_that_finished... covers it too
 def test_sigkill_of_snakemake_orphans_its_job_and_the_same_command_stops_and_redoes_it(
-    clean, tmp_path):
+    clean, tmp_path
+):
   p = copy_without(clean, tmp_path, RUN["x2"])
   proc = start(p, TABLE["x2"])
   wait_until(p, proc, "x2 trained past epoch 20", lambda: trained_past_20(p, "x2"))
   orphans = jobs(p)
   # The job got the workflow's JAX setting although this process lacks it.
-  assert orphans and all(o.environ().get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false"
-                         for o in orphans.values())
+  assert orphans and all(
+      o.environ().get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false" for o in orphans.values()
+  )
   # SIGKILL to Snakemake alone (`kill -9 <pid>`, a lost session): its job
   # is orphaned and keeps training; the lock and incomplete markers stay.
   killed = snakemake_process(proc)
@@ -273,7 +294,9 @@ def test_sigkill_of_snakemake_orphans_its_job_and_the_same_command_stops_and_red
   assert all(running(pid) for pid in orphans) and locks(p)
   saved = sorted((p / RUN["x2"]).glob("epoch*.msgpack"))
   assert [f.name for f in saved] == ["epoch0020.msgpack"]
-  checkpoints.load_checkpoint(saved[0])  # Written atomically: what has an output's name is complete.
+  checkpoints.load_checkpoint(
+      saved[0]
+  )  # Written atomically: what has an output's name is complete.
   # A dry run says what the next run will do, and does nothing.
   out = ok(snakemake(p, "-n", TABLE["x2"]))
   assert f"local snakemake pid {killed.pid} on " in out and "dry run" in out
@@ -283,7 +306,7 @@ def test_sigkill_of_snakemake_orphans_its_job_and_the_same_command_stops_and_red
   started = time.time()
   out = ok(snakemake(p, TABLE["x2"]))
   assert time.time() - started < 120
-  line, = [l for l in out.splitlines() if "Recovering from an interrupted run" in l]
+  (line,) = [l for l in out.splitlines() if "Recovering from an interrupted run" in l]
   assert f"local snakemake pid {killed.pid} on " in line
   assert all(str(pid) in line for pid in orphans) and "removed its stale lock" in line
   assert "kept the outputs" not in line  # stopped half-way: nothing of it is kept
@@ -295,15 +318,19 @@ def test_sigkill_of_snakemake_orphans_its_job_and_the_same_command_stops_and_red
 
 
 def test_sigkill_of_snakemake_keeps_an_orphan_that_finished_and_redoes_one_that_did_not(
-    clean, tmp_path):
+    clean, tmp_path
+):
   p = copy_without(clean, tmp_path, RUN["x2"], RUN["x3"])
   targets = (TABLE["x2"], TABLE["x3"])
   proc = start(p, *targets)
-  wait_until(p, proc, "both trained past epoch 20",
-             lambda: trained_past_20(p, "x2") and trained_past_20(p, "x3"))
+  wait_until(
+      p,
+      proc,
+      "both trained past epoch 20",
+      lambda: trained_past_20(p, "x2") and trained_past_20(p, "x3"),
+  )
   # The jobs got the workflow's JAX setting although this process lacks it.
-  assert all(j.environ().get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false"
-             for j in jobs(p).values())
+  assert all(j.environ().get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false" for j in jobs(p).values())
   # x3's job is frozen (SIGSTOP): whatever the timing, it has not finished
   # when the next run starts; x2's runs to its end as an orphan.
   frozen = job_of(p, "x3")
@@ -317,7 +344,9 @@ def test_sigkill_of_snakemake_keeps_an_orphan_that_finished_and_redoes_one_that_
   assert running(frozen.pid) and running(finishing.pid) and locks(p)
   saved = sorted((p / RUN["x3"]).glob("epoch*.msgpack"))
   assert [f.name for f in saved] == ["epoch0020.msgpack"]
-  checkpoints.load_checkpoint(saved[0])  # Written atomically: what has an output's name is complete.
+  checkpoints.load_checkpoint(
+      saved[0]
+  )  # Written atomically: what has an output's name is complete.
   deadline = time.time() + 120
   while running(finishing.pid):
     assert time.time() < deadline, "x2's orphan did not finish"
@@ -330,19 +359,25 @@ def test_sigkill_of_snakemake_keeps_an_orphan_that_finished_and_redoes_one_that_
   # changes nothing.
   out = ok(snakemake(p, "-n", *targets))
   assert f"local snakemake pid {killed.pid} on " in out and "dry run" in out
-  assert re.search(r"keeps the outputs of the jobs that finished after it was killed "
-                   r"\(train_candidate \([^)]*expansion=x2", out), out
+  assert re.search(
+      r"keeps the outputs of the jobs that finished after it was killed "
+      r"\(train_candidate \([^)]*expansion=x2",
+      out,
+  ), out
   assert running(frozen.pid) and locks(p)
 
   # The README's command again, no --unlock, no flags: it stops x3's orphan,
   # keeps x2's outputs, removes the stale lock and rebuilds x3's run (its
   # outputs are marked incomplete: "Forced execution").
   out = resume(p, *targets, forced=True)
-  line, = [l for l in out.splitlines() if "Recovering from an interrupted run" in l]
+  (line,) = [l for l in out.splitlines() if "Recovering from an interrupted run" in l]
   assert f"local snakemake pid {killed.pid} on " in line and str(frozen.pid) in line
   assert "removed its stale lock" in line
-  assert re.search(r"kept the outputs of the jobs that finished after it was killed "
-                   r"\(train_candidate \([^)]*expansion=x2[^)]*\)\)", line), line
+  assert re.search(
+      r"kept the outputs of the jobs that finished after it was killed "
+      r"\(train_candidate \([^)]*expansion=x2[^)]*\)\)",
+      line,
+  ), line
   assert not running(frozen.pid)
   assert job_stats(out) == {"train_candidate": 1}, out  # x3's, stopped by the recovery
   assert_same_run(p, clean, "x2")
@@ -354,8 +389,13 @@ def test_concurrent_run_is_refused_while_the_first_runs(clean, tmp_path):
   p = copy_without(clean, tmp_path, RUN["x2"])
   proc = start(p, TABLE["x2"])
   try:
-    wait_until(p, proc, "x2 training", lambda: (log := job_log(p, "x2")) and
-               re.search(r"epoch \d+/3000", log.read_text(errors="replace")))
+    wait_until(
+        p,
+        proc,
+        "x2 training",
+        lambda: (log := job_log(p, "x2"))
+        and re.search(r"epoch \d+/3000", log.read_text(errors="replace")),
+    )
     first = jobs(p)
     second = snakemake(p, TABLE["x2"])
     out = second.stdout

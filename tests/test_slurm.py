@@ -46,10 +46,15 @@ def bounded(seconds: int, *cmd) -> list[str]:
 
 def registry_reachable() -> bool:
   """True if any apt source answers HTTP within a few seconds."""
-  text = "".join(Path(f).read_text() for f in ["/etc/apt/sources.list",
-                                               *glob.glob("/etc/apt/sources.list.d/*.list"),
-                                               *glob.glob("/etc/apt/sources.list.d/*.sources")]
-                 if os.path.exists(f))
+  text = "".join(
+      Path(f).read_text()
+      for f in [
+          "/etc/apt/sources.list",
+          *glob.glob("/etc/apt/sources.list.d/*.list"),
+          *glob.glob("/etc/apt/sources.list.d/*.sources"),
+      ]
+      if os.path.exists(f)
+  )
   for uri in dict.fromkeys(re.findall(r"^[^#\n]*?(https?://\S+)", text, re.M)):
     try:
       urllib.request.urlopen(urllib.request.Request(uri, method="HEAD"), timeout=5)
@@ -79,8 +84,9 @@ def cluster(request):
   if reason := skip_reason():
     pytest.skip(reason)
   # Registered first: stops whatever part of the cluster did come up.
-  request.addfinalizer(lambda: subprocess.run(bounded(120, SLURM / "stop-slurm.sh"),
-                                              capture_output=True))
+  request.addfinalizer(
+      lambda: subprocess.run(bounded(120, SLURM / "stop-slurm.sh"), capture_output=True)
+  )
   start = subprocess.run(bounded(420, SLURM / "start-slurm.sh"), capture_output=True, text=True)
   assert start.returncode == 0, f"start-slurm.sh failed:\n{start.stdout}\n{start.stderr}"
 
@@ -92,10 +98,17 @@ def cluster_overrides() -> list[str]:
   every job asks for one CPU and 1 GB (the node has 2 CPUs: two jobs at a time)."""
   profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
   rules = sorted(profile["set-resources"])
-  return ["--default-resources", "slurm_partition=debug", "mem_mb=1000", "cpus_per_task=1",
-          "runtime=30",
-          "--set-resources", *[f"{r}:cpus_per_task=1" for r in rules],
-          "--slurm-init-seconds-before-status-checks", "2"]  # default 40 s per check
+  return [
+      "--default-resources",
+      "slurm_partition=debug",
+      "mem_mb=1000",
+      "cpus_per_task=1",
+      "runtime=30",
+      "--set-resources",
+      *[f"{r}:cpus_per_task=1" for r in rules],
+      "--slurm-init-seconds-before-status-checks",
+      "2",
+  ]  # default 40 s per check
 
 
 def test_profile_slurm_as_typed_plans_gpu_jobs(tmp_path):
@@ -103,8 +116,13 @@ def test_profile_slurm_as_typed_plans_gpu_jobs(tmp_path):
   to profiles/slurm, its one source) and requests its GPUs per rule."""
   p = make_project(tmp_path)
   env = {**ENV, "SLURM_CONF": "/dev/null"}
-  out = subprocess.run(bounded(300, SNAKEMAKE, "--profile", "slurm", "-n", TARGET), cwd=p,
-                       env=env, capture_output=True, text=True)
+  out = subprocess.run(
+      bounded(300, SNAKEMAKE, "--profile", "slurm", "-n", TARGET),
+      cwd=p,
+      env=env,
+      capture_output=True,
+      text=True,
+  )
   assert out.returncode == 0, out.stdout + out.stderr
   text = out.stdout + out.stderr
   assert "Using profiles slurm and workflow specific profile profiles/default" in text
@@ -122,8 +140,10 @@ def job_processes(project: Path) -> dict[int, tuple[str, dict]]:
       cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
       if marker in cmd:
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        found[int(pid)] = (cmd.split(b"\0")[0].decode(),
-                           dict(e.decode().split("=", 1) for e in env if b"=" in e))
+        found[int(pid)] = (
+            cmd.split(b"\0")[0].decode(),
+            dict(e.decode().split("=", 1) for e in env if b"=" in e),
+        )
     except (FileNotFoundError, ProcessLookupError):
       pass
   return found
@@ -140,10 +160,17 @@ def test_small_study_on_slurm_equals_local_run(cluster, tmp_path):
   runs, logs = {}, {name: tmp_path / f"{name}.out" for name in ("local", "slurm")}
   for name, project, args in [
       ("local", local, ["--cores", "2", TARGET]),
-      ("slurm", remote, ["--profile", "slurm", *cluster_overrides(), TARGET])]:
+      ("slurm", remote, ["--profile", "slurm", *cluster_overrides(), TARGET]),
+  ]:
     with open(logs[name], "w") as log:
-      runs[name] = subprocess.Popen(bounded(600, SNAKEMAKE, *args), cwd=project, env=ENV,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+      runs[name] = subprocess.Popen(
+          bounded(600, SNAKEMAKE, *args),
+          cwd=project,
+          env=ENV,
+          stdout=log,
+          stderr=subprocess.STDOUT,
+          start_new_session=True,
+      )
   try:
     jobs = {}
     while runs["slurm"].poll() is None:
@@ -162,11 +189,20 @@ def test_small_study_on_slurm_equals_local_run(cluster, tmp_path):
   # Every job went through Slurm and ran with this interpreter and the
   # workflow's JAX setting (this process's environment lacks it).
   run_id = re.search(r"SLURM run ID: (\S+)", out["slurm"]).group(1)
-  sacct = bounded(60, "sacct", "-n", "-X", "-P", "-S", "now-6hours", "--name", run_id,
-                  "-o", "State")
+  sacct = bounded(
+      60, "sacct", "-n", "-X", "-P", "-S", "now-6hours", "--name", run_id, "-o", "State"
+  )
   states = subprocess.run(sacct, capture_output=True, text=True, check=True).stdout.split()
   submitted = re.findall(r"submitted with SLURM jobid (\d+)", out["slurm"])
-  assert len(states) == len(submitted) > 0 and set(states) == {"COMPLETED"}, out["slurm"]
+  # The candidates' trainings went as one job array (sacct lists each task),
+  # the tables as one group job.
+  arrays = re.findall(
+      r"Submitted array job with Snakemake IDs (\S+) and SLURM job ID \d+", out["slurm"]
+  )
+  tasks = sum(len(ids.split(",")) for ids in arrays)
+  assert arrays and tasks == len(config["settings"]["digits-mlp"]["expansions"]), out["slurm"]
+  assert re.search(r"slurm_logs/group_cpu_", out["slurm"]), out["slurm"]
+  assert len(states) == len(submitted) + tasks and set(states) == {"COMPLETED"}, out["slurm"]
   assert jobs, "no job process seen"
   for exe, env in jobs.values():
     assert "SLURM_JOB_ID" in env and env.get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false"
@@ -176,7 +212,9 @@ def test_small_study_on_slurm_equals_local_run(cluster, tmp_path):
   for table in TABLES:
     files = sorted(p.relative_to(local) for p in (local / "results" / table).rglob("*.parquet"))
     assert files and files == sorted(
-        p.relative_to(remote) for p in (remote / "results" / table).rglob("*.parquet"))
+        p.relative_to(remote) for p in (remote / "results" / table).rglob("*.parquet")
+    )
     for f in files:
-      pd.testing.assert_frame_equal(pd.read_parquet(remote / f), pd.read_parquet(local / f),
-                                    check_exact=True, obj=str(f))
+      pd.testing.assert_frame_equal(
+          pd.read_parquet(remote / f), pd.read_parquet(local / f), check_exact=True, obj=str(f)
+      )

@@ -30,9 +30,15 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("arch", [
-    _arch("cnn"), _arch("resnet18", stages=[4, 4, 4, 4], mids=[[4], [2, 3], [4], [4]]),
-    archs.BERT(1, 8, 2, (8,), 50, 16)], ids=lambda a: a.kind)
+@pytest.mark.parametrize(
+    "arch",
+    [
+        _arch("cnn"),
+        _arch("resnet18", stages=[4, 4, 4, 4], mids=[[4], [2, 3], [4], [4]]),
+        archs.BERT(1, 8, 2, (8,), 50, 16),
+    ],
+    ids=lambda a: a.kind,
+)
 def test_checkpoint_round_trip(tmp_path, arch):
   if arch.kind == "bert":
     v = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}}
@@ -53,7 +59,7 @@ def test_bad_checkpoint_names_the_file(tmp_path, damage):
   checkpoints.save_checkpoint(path, arch, _variables(arch))
   data = path.read_bytes()
   if damage == "truncate":
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
   elif damage == "garbage":
     path.write_bytes(b"\x00not msgpack" * 10)
   else:
@@ -87,8 +93,11 @@ def test_load_stacked_names_a_file_of_another_architecture(tmp_path):
   checkpoints.save_checkpoint(paths[0], arch, _variables(arch))
   checkpoints.save_checkpoint(paths[1], wider, _variables(wider))
   checkpoints.save_checkpoint(paths[2], arch, _variables(arch))
-  with pytest.raises(InputError, match=rf"checkpoint {paths[1]} holds MLP\(hidden=\(7,\).*"
-                     rf"not MLP\(hidden=\(6,\).* like {paths[0]}"):
+  with pytest.raises(
+      InputError,
+      match=rf"checkpoint {paths[1]} holds MLP\(hidden=\(7,\).*"
+      rf"not MLP\(hidden=\(6,\).* like {paths[0]}",
+  ):
     checkpoints.load_stacked(paths)
   paths[1].write_bytes(b"garbage")
   with pytest.raises(InputError, match=str(paths[1])):

@@ -20,8 +20,9 @@ def valid():
   return text.read_split(DATA, "valid")
 
 
-@pytest.mark.parametrize("split, lines, published", [("valid", 3760, 217646),
-                                                     ("test", 4358, 245569)])
+@pytest.mark.parametrize(
+    "split, lines, published", [("valid", 3760, 217646), ("test", 4358, 245569)]
+)
 def test_read_split_counts(split, lines, published):
   tokens = text.read_split(DATA, split)
   with lzma.open(text.split_path(DATA, split), "rt", encoding="utf-8") as f:
@@ -122,9 +123,13 @@ def test_mask_tokens_deterministic_and_jittable():
   assert a[0].shape == ids.shape and a[0].dtype == np.int32 and a[2].dtype == np.float32
 
 
-@pytest.mark.parametrize("split, sha256", [
-    ("valid", "77e84560fb526719a7c312c653c7ee39c0934dde27c0d4a86832641637d7c583"),
-    ("test", "5c3f54ac993e8e6bbf53c5f531f08c50c28c98c295250883468196169e3532cc")])
+@pytest.mark.parametrize(
+    "split, sha256",
+    [
+        ("valid", "77e84560fb526719a7c312c653c7ee39c0934dde27c0d4a86832641637d7c583"),
+        ("test", "5c3f54ac993e8e6bbf53c5f531f08c50c28c98c295250883468196169e3532cc"),
+    ],
+)
 def test_bundled_splits_are_the_released_files(split, sha256):
   """Byte for byte the release's wiki.<split>.tokens (checksums in the README beside them)."""
   path = text.split_path(DATA, split)
@@ -136,26 +141,37 @@ def test_bundled_splits_are_the_released_files(split, sha256):
 
 def test_compressed_and_plain_files_read_alike(tmp_path):
   raw = "first line here\n\n = Title = \nsecond line\n"
-  for name, write in (("plain", lambda p: p.write_text(raw)),
-                      ("gz", lambda p: p.with_name(p.name + ".gz").write_bytes(
-                          gzip.compress(raw.encode()))),
-                      ("xz", lambda p: p.with_name(p.name + ".xz").write_bytes(
-                          lzma.compress(raw.encode())))):
+  for name, write in (
+      ("plain", lambda p: p.write_text(raw)),
+      ("gz", lambda p: p.with_name(p.name + ".gz").write_bytes(gzip.compress(raw.encode()))),
+      ("xz", lambda p: p.with_name(p.name + ".xz").write_bytes(lzma.compress(raw.encode()))),
+  ):
     (tmp_path / name).mkdir()
     write(tmp_path / name / "wiki.valid.tokens")
     assert text.read_split(tmp_path / name, "valid") == [
-        "first", "line", "here", text.EOS, "=", "Title", "=", text.EOS, "second", "line",
-        text.EOS], name
+        "first",
+        "line",
+        "here",
+        text.EOS,
+        "=",
+        "Title",
+        "=",
+        text.EOS,
+        "second",
+        "line",
+        text.EOS,
+    ], name
 
 
 def test_corrupt_archive_and_short_split_name_the_file(tmp_path):
   good = lzma.compress(b"some words\n" * 50)
-  (tmp_path / "wiki.valid.tokens.xz").write_bytes(good[:len(good) // 2])
+  (tmp_path / "wiki.valid.tokens.xz").write_bytes(good[: len(good) // 2])
   with pytest.raises(InputError, match=r"wiki\.valid\.tokens\.xz is truncated or corrupt"):
     text.read_split(tmp_path, "valid")
   (tmp_path / "wiki.valid.tokens.xz").write_bytes(good)
   (tmp_path / "wiki.test.tokens").write_text("too short\n")
   vocab = text.build_vocab(text.read_split(tmp_path, "valid"), 10)
-  with pytest.raises(InputError, match=r"wiki\.test\.tokens: 3 tokens do not fill one "
-                     r"sequence of length 8"):
+  with pytest.raises(
+      InputError, match=r"wiki\.test\.tokens: 3 tokens do not fill one " r"sequence of length 8"
+  ):
     text.prepare(tmp_path, vocab, train_split="valid", val_split="test", seq_len=8)

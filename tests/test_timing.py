@@ -16,9 +16,13 @@ def test_table4_times_every_score_and_says_what_each_computes():
   times = timing.table4_times(arch, v, digits, seed=0, n=20, batch_size=32)
   assert set(times) == set(timing.COMPUTATION) == {"manifold", *proxies.NAMES}
   assert all(0 < t < 10 for t in times.values()), times
-  table = pd.DataFrame([{"setting": s, "metric": k, "seconds": t * f, "n": 20, "batch_size": 32,
-                         "device": "cpu"} for s, f in (("a", 1.0), ("b", 3.0))
-                        for k, t in times.items()])
+  table = pd.DataFrame(
+      [
+          {"setting": s, "metric": k, "seconds": t * f, "n": 20, "batch_size": 32, "device": "cpu"}
+          for s, f in (("a", 1.0), ("b", 3.0))
+          for k, t in times.items()
+      ]
+  )
   md = timing.table4_markdown(table)
   assert "computation" in md and "no backward" in md and "n = 20 nodes, on cpu" in md
   assert "a: 32, b: 32" in md
@@ -29,4 +33,3 @@ def test_table4_times_every_score_and_says_what_each_computes():
   assert [r.split("|")[1].strip() for r in rows[1:]] == list(timing.COMPUTATION)  # in order
   manifold = next(r for r in rows if r.startswith("| manifold"))
   assert f"{times['manifold']:.4f}" in manifold and f"{3 * times['manifold']:.4f}" in manifold
-

@@ -24,8 +24,11 @@ def digits():
 @pytest.fixture(scope="module")
 def lm():
   rng = np.random.default_rng(0)
-  return {"train": rng.integers(3, VOCAB, (30, SEQ)).astype(np.int32),
-          "val": rng.integers(3, VOCAB, (10, SEQ)).astype(np.int32), "vocab_size": VOCAB}
+  return {
+      "train": rng.integers(3, VOCAB, (30, SEQ)).astype(np.int32),
+      "val": rng.integers(3, VOCAB, (10, SEQ)).astype(np.int32),
+      "vocab_size": VOCAB,
+  }
 
 
 def _variables(arch, seed=0, shape=(8, 8, 1)):
@@ -35,9 +38,13 @@ def _variables(arch, seed=0, shape=(8, 8, 1)):
   else:
     shapes = jax.eval_shape(lambda: image_models.init(arch, jax.random.key(0), shape))
   rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: np.asarray(
-      rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
-      s.dtype), shapes)
+  return jax.tree.map(
+      lambda s: np.asarray(
+          rng.normal(0, np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.3, s.shape),
+          s.dtype,
+      ),
+      shapes,
+  )
 
 
 def _stack(*trees):
@@ -68,8 +75,9 @@ def test_batch_indices_are_seeded_sorted_and_need_enough_data():
   assert len(set(idx)) == 20 and (np.diff(idx) > 0).all()
   assert not np.array_equal(idx, tracks.batch_indices(100, 4, 20))
   np.testing.assert_array_equal(tracks.batch_indices(100, 3, 100), np.arange(100))
-  with pytest.raises(ValueError, match=r"a metric batch of 101 .*needs at least 101 training "
-                     r"examples.* 100"):
+  with pytest.raises(
+      ValueError, match=r"a metric batch of 101 .*needs at least 101 training " r"examples.* 100"
+  ):
     tracks.batch_indices(100, 3, 101)
 
 
@@ -134,7 +142,8 @@ def test_cross_entropy_with_weights():
   assert float(tracks.cross_entropy(logits, labels)) == pytest.approx(ce.mean(), rel=1e-6)
   w = np.array([1.0, 0.0, 3.0], np.float32)
   assert float(tracks.cross_entropy(logits, labels, w)) == pytest.approx(
-      (ce[0] + 3 * ce[2]) / 4, rel=1e-6)
+      (ce[0] + 3 * ce[2]) / 4, rel=1e-6
+  )
   assert float(tracks.cross_entropy(logits, labels, 0 * w)) == 0.0  # no weight: no NaN
 
 
@@ -146,8 +155,10 @@ def test_image_validation_is_the_accuracy_of_each_seed(digits):
   for model, record in zip(models, got):
     pred = np.argmax(image_models.apply(arch, model, digits["x_val"]), -1)
     acc = float(np.mean(pred == digits["y_val"]))
-    assert record == {"val_acc": pytest.approx(acc, abs=1e-7),
-                      "performance": pytest.approx(acc, abs=1e-7)}
+    assert record == {
+        "val_acc": pytest.approx(acc, abs=1e-7),
+        "performance": pytest.approx(acc, abs=1e-7),
+    }
   assert len({r["val_acc"] for r in got}) == 3
   chance, loss, perfect = tracks.IMAGE.chance(arch, digits)
   assert chance == np.bincount(digits["y_val"]).max() / len(digits["y_val"])
@@ -174,10 +185,12 @@ def test_lm_validation_is_minus_log_of_the_fixed_masking_loss(lm):
 
 def test_check_preserved_names_the_expansion_and_the_seed():
   tracks.check_preserved(archs.MLP((4,), 10), [0.5, 0.7], [0.5, 0.7], "x", [1, 2])
-  with pytest.raises(RuntimeError, match=r"expansion e of s, seed 2, changed the validation "
-                     r"performance from 0.7 to 0.69.*not function-preserving"):
-    tracks.check_preserved(archs.MLP((4,), 10), [0.5, 0.7], [0.5, 0.69], "expansion e of s",
-                           [1, 2])
+  with pytest.raises(
+      RuntimeError,
+      match=r"expansion e of s, seed 2, changed the validation "
+      r"performance from 0.7 to 0.69.*not function-preserving",
+  ):
+    tracks.check_preserved(archs.MLP((4,), 10), [0.5, 0.7], [0.5, 0.69], "expansion e of s", [1, 2])
   # BERT's -log loss: float32 round-off of 1e-4 relative passes, more does not.
   tracks.check_preserved(BERT_ARCH, [-1.5], [-1.5 * (1 + 5e-5)], "x", [0])
   with pytest.raises(RuntimeError, match="seed 0"):

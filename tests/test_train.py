@@ -13,8 +13,15 @@ from manifold_metric import archs, bert, data, study, text, tracks, train
 
 VOCAB, SEQ = 300, 32
 BERT = archs.BERT(layers=2, hidden=32, heads=2, ffn=(64, 64), vocab_size=VOCAB, max_len=SEQ)
-LM_HP = {"optimizer": "adam", "lr": 2e-3, "warmup": 4, "b1": 0.9, "b2": 0.999, "batch_size": 16,
-         "eval_batch_size": 40}
+LM_HP = {
+    "optimizer": "adam",
+    "lr": 2e-3,
+    "warmup": 4,
+    "b1": 0.9,
+    "b2": 0.999,
+    "batch_size": 16,
+    "eval_batch_size": 40,
+}
 MLP = archs.MLP((32,), 10)
 HP = {"batch_size": 256}
 # Batched against seed-by-seed runs (see the test): parameters agree to this, after a
@@ -35,9 +42,11 @@ def wikitext():
   path = study.bundled_dir("wikitext")
   tokens = text.read_split(path, "valid")
   vocab = text.build_vocab(tokens, VOCAB)
-  return {"train": text.sequences(text.encode(tokens[:20000], vocab), SEQ),
-          "val": text.sequences(text.encode(text.read_split(path, "test")[:4000], vocab), SEQ),
-          "vocab_size": VOCAB}
+  return {
+      "train": text.sequences(text.encode(tokens[:20000], vocab), SEQ),
+      "val": text.sequences(text.encode(text.read_split(path, "test")[:4000], vocab), SEQ),
+      "vocab_size": VOCAB,
+  }
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +56,7 @@ def mlp_init(digits):
 
 def _one(stacked, i):
   """Model i of a stack, as a stack of one."""
-  return jax.tree.map(lambda a: np.asarray(a)[i:i + 1], stacked)
+  return jax.tree.map(lambda a: np.asarray(a)[i : i + 1], stacked)
 
 
 def _accuracy(arch, stacked, ds):
@@ -57,9 +66,9 @@ def _accuracy(arch, stacked, ds):
 def test_fit_base_learns_and_stops_early(digits, mlp_init):
   v = _one(mlp_init, 0)
   before = _accuracy(MLP, v, digits)[0]
-  best, histories, perf = train.fit_base(MLP, v, digits, hp=HP,
-                                         base={"max_epochs": 200, "patience": 3}, seeds=[0],
-                                         run="test")
+  best, histories, perf = train.fit_base(
+      MLP, v, digits, hp=HP, base={"max_epochs": 200, "patience": 3}, seeds=[0], run="test"
+  )
   (history,) = histories
   after = _accuracy(MLP, best, digits)[0]
   assert after > 0.8 > before
@@ -81,8 +90,9 @@ def test_seeds_trained_together_are_each_trained_alone(digits, mlp_init):
   together, histories = train.fit(MLP, mlp_init, digits, hp=HP, seeds=seeds, epochs=3, run="t")
   one_example = 1 / len(digits["y_val"])
   for i, seed in enumerate(seeds):
-    alone, (history,) = train.fit(MLP, _one(mlp_init, i), digits, hp=HP, seeds=[seed], epochs=3,
-                                  run="a")
+    alone, (history,) = train.fit(
+        MLP, _one(mlp_init, i), digits, hp=HP, seeds=[seed], epochs=3, run="a"
+    )
     for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(alone)):
       np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0], rtol=0, atol=PARAM_ATOL)
     assert len(history) == len(histories[i]) == 3
@@ -97,8 +107,10 @@ def test_seeds_trained_together_are_each_trained_alone(digits, mlp_init):
 
 
 def test_training_is_reproducible(digits, mlp_init):
-  runs = [train.fit(MLP, _one(mlp_init, 1), digits, hp=HP, seeds=[3], epochs=2, run="r")[1]
-          for _ in range(2)]
+  runs = [
+      train.fit(MLP, _one(mlp_init, 1), digits, hp=HP, seeds=[3], epochs=2, run="r")[1]
+      for _ in range(2)
+  ]
   assert runs[0] == runs[1]
 
 
@@ -106,19 +118,32 @@ def _dead(variables):
   """The (stacked) model with every hidden unit dead on every input: only the
   output bias learns, so it predicts one class and its accuracy plateaus at once."""
   hidden = variables["params"]["hiddens_0"]
-  return {"params": {**variables["params"],
-                     "hiddens_0": {**hidden, "bias": np.full_like(hidden["bias"], -1e3)}}}
+  return {
+      "params": {
+          **variables["params"],
+          "hiddens_0": {**hidden, "bias": np.full_like(hidden["bias"], -1e3)},
+      }
+  }
 
 
 def test_each_seed_stops_early_on_its_own(digits, mlp_init):
   """Seed 8's model cannot learn: it runs out of patience and stops (its
   updates masked, its best epoch's model returned) while seed 9 goes on."""
-  stacked = jax.tree.map(lambda a, b: np.concatenate([a, b]), _dead(_one(mlp_init, 0)),
-                         _one(mlp_init, 1))
+  stacked = jax.tree.map(
+      lambda a, b: np.concatenate([a, b]), _dead(_one(mlp_init, 0)), _one(mlp_init, 1)
+  )
   seen = []
-  out, (stuck, learning) = train.fit(MLP, stacked, digits, hp=HP, seeds=[8, 9], epochs=40,
-                                     run="es", patience=3,
-                                     on_epoch=lambda t, v, r: seen.append((t, v, r)))
+  out, (stuck, learning) = train.fit(
+      MLP,
+      stacked,
+      digits,
+      hp=HP,
+      seeds=[8, 9],
+      epochs=40,
+      run="es",
+      patience=3,
+      on_epoch=lambda t, v, r: seen.append((t, v, r)),
+  )
   assert len(stuck) < len(learning)
   best_stuck = max(stuck, key=lambda h: h["performance"])
   assert stuck[-1]["epoch"] == best_stuck["epoch"] + 3
@@ -134,10 +159,12 @@ def test_each_seed_stops_early_on_its_own(digits, mlp_init):
   assert scores[0]["performance"] == best_stuck["performance"]
   assert scores[1]["performance"] == max(h["performance"] for h in learning)
   # Seed 9 trained as if alone: the stopped seed does not disturb it.
-  _, (alone,) = train.fit(MLP, _one(mlp_init, 1), digits, hp=HP, seeds=[9],
-                          epochs=len(learning), run="a", patience=3)
+  _, (alone,) = train.fit(
+      MLP, _one(mlp_init, 1), digits, hp=HP, seeds=[9], epochs=len(learning), run="a", patience=3
+  )
   assert [h["performance"] for h in alone] == pytest.approx(
-      [h["performance"] for h in learning], abs=1 / len(digits["y_val"]) + 1e-7)
+      [h["performance"] for h in learning], abs=1 / len(digits["y_val"]) + 1e-7
+  )
 
 
 def test_adam_has_no_weight_decay_and_adamw_has():
@@ -174,32 +201,58 @@ def test_steps_per_epoch_and_candidate_seed():
 
 def test_nan_names_the_run_and_the_seed(digits, mlp_init):
   broken = jax.tree.map(lambda a: np.asarray(a).copy(), _one(mlp_init, 0))
-  v = jax.tree.map(lambda a, b: np.concatenate([a, b * np.float32("nan")]), _one(mlp_init, 1),
-                   broken)
-  with pytest.raises(train.DivergenceError, match="digits-mlp/x2 seed 7: training diverged at "
-                     "epoch 1"):
+  v = jax.tree.map(
+      lambda a, b: np.concatenate([a, b * np.float32("nan")]), _one(mlp_init, 1), broken
+  )
+  with pytest.raises(
+      train.DivergenceError, match="digits-mlp/x2 seed 7: training diverged at " "epoch 1"
+  ):
     train.fit(MLP, v, digits, hp=HP, seeds=[4, 7], epochs=2, run="digits-mlp/x2")
 
 
 def test_a_finite_explosion_names_the_run(digits, mlp_init):
   # lr 1e4: the loss reaches ~1e9 without ever turning NaN.
   saved = []
-  with pytest.raises(train.DivergenceError, match=r"base x seed 0: training loss exploded at "
-                     r"epoch 1: mean minibatch loss [\d.e+]+, more than 10 times"):
-    train.fit(MLP, _one(mlp_init, 0), digits, hp={"lr": 1e4, "batch_size": 256}, seeds=[0],
-              epochs=5, run="base x", on_epoch=lambda *a: saved.append(a))
+  with pytest.raises(
+      train.DivergenceError,
+      match=r"base x seed 0: training loss exploded at "
+      r"epoch 1: mean minibatch loss [\d.e+]+, more than 10 times",
+  ):
+    train.fit(
+        MLP,
+        _one(mlp_init, 0),
+        digits,
+        hp={"lr": 1e4, "batch_size": 256},
+        seeds=[0],
+        epochs=5,
+        run="base x",
+        on_epoch=lambda *a: saved.append(a),
+    )
   assert not saved  # nothing of that epoch is passed on
 
 
 def test_a_run_stuck_at_chance_names_the_seed(digits, mlp_init):
   # Labels shuffled against the images: nothing to learn beyond chance.
   rng = np.random.default_rng(0)
-  noise = {**digits, "y_train": rng.permutation(digits["y_train"]),
-           "y_val": rng.permutation(digits["y_val"])}
-  with pytest.raises(train.DivergenceError, match=r"stuck seed 0: not learning: the best epoch "
-                     r"\(\d+\) reached performance 0\.\d+, against 0\.\d+ for chance"):
-    train.fit_base(MLP, _one(mlp_init, 0), noise, hp=HP, base={"max_epochs": 30, "patience": 3},
-                   seeds=[0], run="stuck")
+  noise = {
+      **digits,
+      "y_train": rng.permutation(digits["y_train"]),
+      "y_val": rng.permutation(digits["y_val"]),
+  }
+  with pytest.raises(
+      train.DivergenceError,
+      match=r"stuck seed 0: not learning: the best epoch "
+      r"\(\d+\) reached performance 0\.\d+, against 0\.\d+ for chance",
+  ):
+    train.fit_base(
+        MLP,
+        _one(mlp_init, 0),
+        noise,
+        hp=HP,
+        base={"max_epochs": 30, "patience": 3},
+        seeds=[0],
+        run="stuck",
+    )
 
 
 def _bert_variables(rng):
@@ -213,8 +266,9 @@ def _bert_variables(rng):
       return np.ones(s.shape)
     return np.zeros(s.shape) if "bias" in name else rng.normal(0, 0.02, s.shape)
 
-  return jax.tree_util.tree_map_with_path(lambda p, s: np.asarray(draw(p, s), s.dtype)[None],
-                                          shapes)
+  return jax.tree_util.tree_map_with_path(
+      lambda p, s: np.asarray(draw(p, s), s.dtype)[None], shapes
+  )
 
 
 def test_bert_trains_and_is_scored_by_minus_log_loss(wikitext):
@@ -222,8 +276,7 @@ def test_bert_trains_and_is_scored_by_minus_log_loss(wikitext):
   before = tracks.validate(BERT, v, wikitext, LM_HP)[0]
   assert before == tracks.validate(BERT, v, wikitext, LM_HP)[0]  # one fixed masking
   assert before["val_loss"] == pytest.approx(np.log(VOCAB), rel=0.1)  # a fresh model knows nothing
-  after_v, (history,) = train.fit(BERT, v, wikitext, hp=LM_HP, seeds=[0], epochs=2,
-                                  run="tiny-run")
+  after_v, (history,) = train.fit(BERT, v, wikitext, hp=LM_HP, seeds=[0], epochs=2, run="tiny-run")
   after = tracks.validate(BERT, after_v, wikitext, LM_HP)[0]
   assert after["val_loss"] < before["val_loss"] - 1.0, (before, after)
   assert history[1]["train_loss_sum"] < history[0]["train_loss_sum"]
@@ -234,15 +287,16 @@ def test_bert_trains_and_is_scored_by_minus_log_loss(wikitext):
     # epochs=2 as above: the same schedule, the same compiled program
     train.fit(BERT, broken, wikitext, hp=LM_HP, seeds=[0], epochs=2, run="tiny-run")
   # The last partial batch is dropped: fewer sequences than a batch is an error.
-  short = {**wikitext, "train": wikitext["train"][:LM_HP["batch_size"] - 1]}
+  short = {**wikitext, "train": wikitext["train"][: LM_HP["batch_size"] - 1]}
   with pytest.raises(ValueError, match="do not fill one batch"):
     train.fit(BERT, v, short, hp=LM_HP, seeds=[0], epochs=1, run="x")
 
 
 def test_bert_base_trains_fixed_epochs(wikitext):
   v = _bert_variables(np.random.default_rng(1))
-  _, (history,), perf = train.fit_base(BERT, v, wikitext, hp=LM_HP, base={"epochs": 2},
-                                       seeds=[1], run="b")
+  _, (history,), perf = train.fit_base(
+      BERT, v, wikitext, hp=LM_HP, base={"epochs": 2}, seeds=[1], run="b"
+  )
   assert [h["epoch"] for h in history] == [1, 2] and perf == [history[-1]["performance"]]
 
 

@@ -20,20 +20,53 @@ def ALL_FIGURES_BUT(skip):
   return {f"figure{i}": 1 for i in range(1, 12) if f"figure{i}" not in skip}
 
 
-ALL_JAX = {"train_base": 1, "train_base_lm": 1, "train_candidate": 2, "train_candidate_lm": 2,
-           "train_scratch": 1}
-BARRIERS = {"barrier_set_initial": 1, "barrier_set_initial_lm": 1, "barrier_set": 1,
-            "barrier_set_lm": 1, "barrier_set_scratch": 1}
-TABLES = {"metrics": 2, "scratch_metrics": 1, "ranking": 2, "correlations": 2,
-          "correlation_summary": 1, "ranking_outcome": 2}
-EVERYTHING_BUT_DATA = {**ALL_JAX, **BARRIERS, **TABLES, "proxies": 2, "table4": 1,
-                       "loss_curves": 1, **ALL_FIGURES_BUT(set())}
+ALL_JAX = {
+    "train_base": 1,
+    "train_base_lm": 1,
+    "train_candidate": 2,
+    "train_candidate_lm": 2,
+    "train_scratch": 1,
+}
+BARRIERS = {
+    "barrier_set_initial": 1,
+    "barrier_set_initial_lm": 1,
+    "barrier_set": 1,
+    "barrier_set_lm": 1,
+    "barrier_set_scratch": 1,
+}
+TABLES = {
+    "metrics": 2,
+    "scratch_metrics": 1,
+    "ranking": 2,
+    "correlations": 2,
+    "correlation_summary": 1,
+    "ranking_outcome": 2,
+}
+EVERYTHING_BUT_DATA = {
+    **ALL_JAX,
+    **BARRIERS,
+    **TABLES,
+    "proxies": 2,
+    "table4": 1,
+    "loss_curves": 1,
+    **ALL_FIGURES_BUT(set()),
+}
 
 
 def test_tables_open_in_pandas(project):
   barriers = pd.read_parquet(project / "results" / "barriers" / "digits-mlp")
-  assert {"setting", "model", "expansion", "group", "walk", "seed", "epoch", "node",
-          "barrier", "resolution"} <= set(barriers)
+  assert {
+      "setting",
+      "model",
+      "expansion",
+      "group",
+      "walk",
+      "seed",
+      "epoch",
+      "node",
+      "barrier",
+      "resolution",
+  } <= set(barriers)
   # seeds x (phi* and 2 candidates at epoch 0 + 2 candidates x 2 trained epochs) x walks x n
   assert len(barriers) == 2 * (3 + 2 * 2) * 2 * 60
   assert (barriers.barrier >= 0).all() and set(barriers.group) == {"hiddens_0"}
@@ -48,9 +81,26 @@ def test_tables_open_in_pandas(project):
   assert (scratch[scratch.epoch == 1].M == 0).all()  # epoch 1 is the reference
   assert sorted(scratch.epoch.unique()) == [1, 2, 3]  # lm.scratch.epochs, not the base's 2
   m = pd.read_parquet(project / "results" / "metrics" / "digits-mlp.parquet")
-  assert {"setting", "expansion", "seed", "epoch", "group", "walk", "q", "n", "lambda", "m",
-          "M", "zero", "zero_base", "lambda_zero", "gain", "val_acc", "sotl_e",
-          "gain_best"} <= set(m)
+  assert {
+      "setting",
+      "expansion",
+      "seed",
+      "epoch",
+      "group",
+      "walk",
+      "q",
+      "n",
+      "lambda",
+      "m",
+      "M",
+      "zero",
+      "zero_base",
+      "lambda_zero",
+      "gain",
+      "val_acc",
+      "sotl_e",
+      "gain_best",
+  } <= set(m)
   assert len(m) == 2 * 2 * 3 * 2 * 4  # expansions x seeds x epochs x walks x (q, n)
   # Function-preserving expansion: no gain at t = 0, no SoTL-E before training.
   t0 = m[m.epoch == 0]
@@ -63,8 +113,20 @@ def test_tables_open_in_pandas(project):
   corr = pd.read_parquet(project / "results" / "correlations" / "wikitext-bert.parquet")
   assert {"size", "width", "synflow", "manifold", "manifold_all"} <= set(corr.metric)
   summary = pd.read_parquet(project / "results" / "tables" / "correlations_summary.parquet")
-  assert {"mean", "std", "count", "seeds", "ci_low", "ci_high", "minus_size", "minus_size_low",
-          "minus_size_high", "minus_width", "minus_width_low", "minus_width_high"} <= set(summary)
+  assert {
+      "mean",
+      "std",
+      "count",
+      "seeds",
+      "ci_low",
+      "ci_high",
+      "minus_size",
+      "minus_size_low",
+      "minus_size_high",
+      "minus_width",
+      "minus_width_low",
+      "minus_width_high",
+  } <= set(summary)
   ranking = pd.read_parquet(project / "results" / "rankings" / "digits-mlp.parquet")
   assert ranking["rank"].tolist() == [1, 2] and {"size", "width", "M0_all"} <= set(ranking)
   outcome = (project / "results" / "rankings" / "digits-mlp.outcome.md").read_text()
@@ -85,9 +147,15 @@ def test_deleting_an_intermediate_reruns_only_its_dependants(project):
   # The job that wrote it (every seed of x2), and what reads its training;
   # the ranking and the proxies expand phi* themselves.
   assert planned_jobs(project) == {
-      "train_candidate": 1, "barrier_set": 1, "metrics": 1, "correlations": 1,
-      "correlation_summary": 1, "ranking_outcome": 1, "loss_curves": 1,
-      **ALL_FIGURES_BUT({"figure5", "figure8", "figure11"})}
+      "train_candidate": 1,
+      "barrier_set": 1,
+      "metrics": 1,
+      "correlations": 1,
+      "correlation_summary": 1,
+      "ranking_outcome": 1,
+      "loss_curves": 1,
+      **ALL_FIGURES_BUT({"figure5", "figure8", "figure11"}),
+  }
   snakemake(project)
   assert planned_jobs(project) == {}
 
@@ -98,8 +166,13 @@ def test_changing_a_metric_hyperparameter_reruns_only_the_tables(project):
   cfg.write_text(text.replace("q: [0.2, 0.4]", "q: [0.1, 0.4]"))
   try:
     assert planned_jobs(project) == {
-        "metrics": 2, "scratch_metrics": 1, "correlations": 2, "correlation_summary": 1,
-        "ranking_outcome": 2, **ALL_FIGURES_BUT({"figure1"})}
+        "metrics": 2,
+        "scratch_metrics": 1,
+        "correlations": 2,
+        "correlation_summary": 1,
+        "ranking_outcome": 2,
+        **ALL_FIGURES_BUT({"figure1"}),
+    }
   finally:
     cfg.write_text(text)
 
@@ -125,15 +198,24 @@ def edited(module: str, old: str | None = None, new: str = ""):
 # directly or through the package, and what is built from their outputs.
 MODULE_EDITS = {
     "study.py": {},  # config checks run when the Snakefile is read, in no job
-    "barrier.py": {**BARRIERS, "loss_curves": 1, "table4": 1, **TABLES,
-                   **ALL_FIGURES_BUT(set())},
+    "barrier.py": {**BARRIERS, "loss_curves": 1, "table4": 1, **TABLES, **ALL_FIGURES_BUT(set())},
     "walks.py": {**BARRIERS, "loss_curves": 1, "table4": 1, **TABLES, **ALL_FIGURES_BUT(set())},
-    "proxies.py": {"proxies": 2, "table4": 1, "ranking": 2, "correlations": 2,
-                   "correlation_summary": 1, "ranking_outcome": 2,
-                   **ALL_FIGURES_BUT({"figure1", "figure4", "figure10", "figure11"})},
+    "proxies.py": {
+        "proxies": 2,
+        "table4": 1,
+        "ranking": 2,
+        "correlations": 2,
+        "correlation_summary": 1,
+        "ranking_outcome": 2,
+        **ALL_FIGURES_BUT({"figure1", "figure4", "figure10", "figure11"}),
+    },
     "metric.py": {**TABLES, **ALL_FIGURES_BUT({"figure1"})},
-    "correlation.py": {"correlations": 2, "correlation_summary": 1, "ranking_outcome": 2,
-                       **ALL_FIGURES_BUT(set())},
+    "correlation.py": {
+        "correlations": 2,
+        "correlation_summary": 1,
+        "ranking_outcome": 2,
+        **ALL_FIGURES_BUT(set()),
+    },
     "ranking.py": {"ranking": 2, "ranking_outcome": 2},
     "timing.py": {"table4": 1},
     "plots.py": ALL_FIGURES_BUT(set()),
@@ -149,18 +231,29 @@ def test_editing_package_code_reruns_exactly_what_it_can_change(project, module)
 
 
 def test_comments_and_docstrings_rerun_nothing(project):
-  with edited("barrier.py", "def interpolate(va, vb, alpha):\n",
-              "def interpolate(va, vb, alpha):  # a comment\n"):
-    with edited("train.py", '"""The seed a candidate of study seed `seed` trains with."""',
-                '"""The seed a candidate of study seed `seed` trains with (edited)."""'):
+  with edited(
+      "barrier.py",
+      "def interpolate(va, vb, alpha):\n",
+      "def interpolate(va, vb, alpha):  # a comment\n",
+  ):
+    with edited(
+        "train.py",
+        '"""The seed a candidate of study seed `seed` trains with."""',
+        '"""The seed a candidate of study seed `seed` trains with (edited)."""',
+    ):
       assert planned_jobs(project) == {}
 
 
 def test_ranking_before_training_trains_no_candidate(tmp_path):
   p = make_project(tmp_path)
   target = "results/rankings/digits-mlp.md"
-  assert planned_jobs(p, target) == {"prepare_dataset": 1, "train_base": 1,
-                                     "barrier_set_initial": 1, "proxies": 1, "ranking": 1}
+  assert planned_jobs(p, target) == {
+      "prepare_dataset": 1,
+      "train_base": 1,
+      "barrier_set_initial": 1,
+      "proxies": 1,
+      "ranking": 1,
+  }
   snakemake(p, target)
   assert not (p / "results" / "checkpoints").exists()
   md = (p / target).read_text()
@@ -170,5 +263,10 @@ def test_ranking_before_training_trains_no_candidate(tmp_path):
 def test_one_figure_builds_only_its_inputs(tmp_path):
   p = make_project(tmp_path)
   jobs = planned_jobs(p, "results/figures/figure1.png")
-  assert jobs == {"prepare_dataset": 1, "train_base": 1, "train_candidate": 2, "loss_curves": 1,
-                  "figure1": 1}
+  assert jobs == {
+      "prepare_dataset": 1,
+      "train_base": 1,
+      "train_candidate": 2,
+      "loss_curves": 1,
+      "figure1": 1,
+  }

@@ -16,8 +16,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 def make_project(tmp: Path, config: Path | str = SMALL_CONFIG) -> Path:
   """Copies the workflow into tmp with `config` as config/config.yaml."""
   shutil.copy(ROOT / "Snakefile", tmp / "Snakefile")
-  shutil.copytree(ROOT / "workflow", tmp / "workflow",
-                  ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.copytree(ROOT / "workflow", tmp / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
   # The default workflow profile (profiles/default/) applies to every run;
   # `slurm` links to profiles/slurm, as in the project root.
   shutil.copytree(ROOT / "profiles", tmp / "profiles")
@@ -45,9 +44,14 @@ ENV["SLURM_CONF"] = "/dev/null"
 def snakemake(project: Path, *args, timeout=900, check=True) -> subprocess.CompletedProcess:
   """Runs Snakemake locally, bounded by `timeout -k`; stdout holds its merged
   output. With check, a failure raises with that output."""
-  proc = subprocess.run(["timeout", "-k", "30", str(timeout), SNAKEMAKE, "--cores", "2", *args],
-                        cwd=project, env=ENV, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.run(
+      ["timeout", "-k", "30", str(timeout), SNAKEMAKE, "--cores", "2", *args],
+      cwd=project,
+      env=ENV,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   if check and proc.returncode:
     raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}")
   return proc

@@ -50,6 +50,7 @@ command line (cli_args); the other functions take paths and plain values, so
 they can be tested alone (tests/test_recovery.py).
 """
 
+import _thread
 import base64
 import contextlib
 import io
@@ -61,7 +62,6 @@ import socket
 import sys
 import threading
 import time
-import _thread
 from pathlib import Path
 
 import psutil
@@ -73,12 +73,34 @@ LOCK_NAME = re.compile(r"\d+\.(input|output)\.lock")
 LOCAL_EXECUTORS = ("local", "touch")
 # Command-line options (argparse destinations) under which `snakemake` only
 # inspects or reports and never runs jobs nor takes locks; --unlock is apart.
-INSPECTING = ("dryrun", "lint", "list_target_rules", "list_rules", "print_compilation",
-              "containerize", "generate_unit_tests", "dag", "rulegraph", "filegraph",
-              "d3dag", "cleanup_metadata", "conda_cleanup_envs", "conda_create_envs_only",
-              "list_conda_envs", "cleanup_shadow", "container_cleanup_images", "list_changes",
-              "list_input_changes", "list_params_changes", "list_untracked", "summary",
-              "detailed_summary", "archive", "delete_all_output", "delete_temp_output")
+INSPECTING = (
+    "dryrun",
+    "lint",
+    "list_target_rules",
+    "list_rules",
+    "print_compilation",
+    "containerize",
+    "generate_unit_tests",
+    "dag",
+    "rulegraph",
+    "filegraph",
+    "d3dag",
+    "cleanup_metadata",
+    "conda_cleanup_envs",
+    "conda_create_envs_only",
+    "list_conda_envs",
+    "cleanup_shadow",
+    "container_cleanup_images",
+    "list_changes",
+    "list_input_changes",
+    "list_params_changes",
+    "list_untracked",
+    "summary",
+    "detailed_summary",
+    "archive",
+    "delete_all_output",
+    "delete_temp_output",
+)
 
 
 def cli_args(argv: list[str] | None = None):
@@ -97,10 +119,13 @@ def cli_args(argv: list[str] | None = None):
   """
   argv = sys.argv if argv is None else argv
   program = Path(argv[0]) if argv else Path()
-  if not (program.name == "snakemake" or
-          (program.name == "__main__.py" and program.parent.name == "snakemake")):
+  if not (
+      program.name == "snakemake"
+      or (program.name == "__main__.py" and program.parent.name == "snakemake")
+  ):
     return None
   from snakemake import cli  # Here: the rest of this module runs without Snakemake.
+
   try:
     # Snakemake has parsed this command line already and said which profiles it
     # uses; said twice, the line would only be noise.
@@ -131,7 +156,8 @@ def run_mode(args) -> str:
     return "dry run"
   report = getattr(args, "reporter", None) or getattr(args, "report", None)
   if any(getattr(args, name, None) for name in INSPECTING) or (
-      report and not getattr(args, "report_after_run", False)):
+      report and not getattr(args, "report_after_run", False)
+  ):
     return "inspect"
   return "unlock" if getattr(args, "unlock", False) else "execute"
 
@@ -182,9 +208,16 @@ def record_owner(project: Path, executor: str, profile=(), logfiles=()) -> Path:
     The record's path, .snakemake/owners/<host>.<pid>.json.
   """
   pid = os.getpid()
-  record = {"pid": pid, "host": socket.gethostname(), "created": _created(pid),
-            "executor": executor, "profile": [str(p) for p in profile or ()],
-            "logfiles": [str(f) for f in logfiles], "argv": sys.argv, "time": time.time()}
+  record = {
+      "pid": pid,
+      "host": socket.gethostname(),
+      "created": _created(pid),
+      "executor": executor,
+      "profile": [str(p) for p in profile or ()],
+      "logfiles": [str(f) for f in logfiles],
+      "argv": sys.argv,
+      "time": time.time(),
+  }
   owners = Path(project) / OWNERS
   owners.mkdir(parents=True, exist_ok=True)
   path = owners / f"{record['host']}.{pid}.json"
@@ -304,8 +337,11 @@ def finished_jobs(project: Path, jobs: list[dict], markers: dict[str, Path]) -> 
   done = []
   for job in jobs:
     outputs = job.get("output") or []
-    if not outputs or not any(o in markers for o in outputs) or any(
-        o.endswith(")") and " (" in o for o in outputs):
+    if (
+        not outputs
+        or not any(o in markers for o in outputs)
+        or any(o.endswith(")") and " (" in o for o in outputs)
+    ):
       continue
     try:
       if all((Path(project) / o).stat().st_mtime >= job["time"] for o in outputs):
@@ -350,9 +386,11 @@ def _looks_like_main_snakemake(argv: list[str]) -> bool:
   """A `snakemake` command that schedules (not a job's `--mode subprocess` or
   `--mode remote`, not a dry run)."""
   named = any(os.path.basename(a) == "snakemake" for a in argv[:2]) or any(
-      a == "-m" and b == "snakemake" for a, b in zip(argv, argv[1:]))
-  dry = any(a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", a)
-            for a in argv)
+      a == "-m" and b == "snakemake" for a, b in zip(argv, argv[1:])
+  )
+  dry = any(
+      a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", a) for a in argv
+  )
   job = any(a == "--mode" and b in ("subprocess", "remote") for a, b in zip(argv, argv[1:]))
   return named and not dry and not job
 
@@ -363,8 +401,13 @@ def unrecorded_snakemakes(project: Path, recorded: set[int]) -> list[int]:
   project, me, found = os.path.realpath(project), os.getpid(), []
   for proc in psutil.process_iter(["cwd", "cmdline", "status"]):
     info = proc.info  # None where access is denied: another user's process
-    if (proc.pid != me and proc.pid not in recorded and info["cwd"] == project and
-        info["status"] != psutil.STATUS_ZOMBIE and _looks_like_main_snakemake(info["cmdline"] or [])):
+    if (
+        proc.pid != me
+        and proc.pid not in recorded
+        and info["cwd"] == project
+        and info["status"] != psutil.STATUS_ZOMBIE
+        and _looks_like_main_snakemake(info["cmdline"] or [])
+    ):
       found.append(proc.pid)
   return found
 
@@ -372,8 +415,12 @@ def unrecorded_snakemakes(project: Path, recorded: set[int]) -> list[int]:
 def _script_markers(project: Path) -> tuple[str, ...]:
   """What a job's command line holds: the project's .snakemake/scripts/, where
   Snakemake writes each job's script (the path as given and resolved)."""
-  return tuple({os.path.join(d, ".snakemake", "scripts") + os.sep
-                for d in (os.path.abspath(project), os.path.realpath(project))})
+  return tuple(
+      {
+          os.path.join(d, ".snakemake", "scripts") + os.sep
+          for d in (os.path.abspath(project), os.path.realpath(project))
+      }
+  )
 
 
 def orphans(project: Path) -> list[int]:
@@ -391,7 +438,8 @@ def orphans(project: Path) -> list[int]:
   found = set()
   for proc in psutil.process_iter(["cmdline", "status"]):
     if proc.info["status"] == psutil.STATUS_ZOMBIE or not any(
-        m in a for a in proc.info["cmdline"] or () for m in markers):
+        m in a for a in proc.info["cmdline"] or () for m in markers
+    ):
       continue
     found.add(proc.pid)
     try:
@@ -429,7 +477,9 @@ def stop(pids: list[int], grace: float = 10.0) -> list[int]:
         refused.append(proc)
 
   send(signal.SIGTERM, procs)
-  send(signal.SIGCONT, [p for p in procs if p not in refused])  # a stopped process (Ctrl-Z) acts on it now
+  send(
+      signal.SIGCONT, [p for p in procs if p not in refused]
+  )  # a stopped process (Ctrl-Z) acts on it now
   _, running = psutil.wait_procs([p for p in procs if p not in refused], timeout=grace)
   send(signal.SIGKILL, running)
   _, running = psutil.wait_procs(running, timeout=5)
@@ -480,17 +530,21 @@ def recover(project: Path, mode: str, log=print, grace: float = 10.0) -> None:
   if live or unrecorded or (foreign and mode != "unlock"):
     if locks:
       holders = [_who(r) for r in live + foreign] + [f"snakemake pid {p}" for p in unrecorded]
-      log(f"Snakemake's locks in {LOCKS} may belong to a run in progress ({'; '.join(holders)}): "
-          "they are kept; a run that needs the same files is refused.")
+      log(
+          f"Snakemake's locks in {LOCKS} may belong to a run in progress ({'; '.join(holders)}): "
+          "they are kept; a run that needs the same files is refused."
+      )
     return
   if mode == "unlock":  # The user declares that no run is live: foreign records go too.
     for r in foreign:
       forget(r["path"])
   if not dead:
     if locks and mode != "unlock":
-      log(f"Snakemake's locks in {LOCKS} have no recorded owner (left by an older version of "
+      log(
+          f"Snakemake's locks in {LOCKS} have no recorded owner (left by an older version of "
           "this workflow?): they are kept. If no snakemake runs in this directory on any "
-          "host, remove them with `snakemake --unlock`.")
+          "host, remove them with `snakemake --unlock`."
+      )
     return
   local = [r for r in dead if r.get("executor") in LOCAL_EXECUTORS]
   remote = [r for r in dead if r not in local]
@@ -502,18 +556,26 @@ def recover(project: Path, mode: str, log=print, grace: float = 10.0) -> None:
   if not acting:  # A dry run, --dag, ...: says what the next run will do.
     finished = finished_jobs(project, started, incomplete_markers(project))
     if jobs or finished or (locks and not remote):
-      log(f"{who} was killed; nothing is changed now ({mode}): the next run stops its "
+      log(
+          f"{who} was killed; nothing is changed now ({mode}): the next run stops its "
           f"orphaned job processes (pids {' '.join(map(str, jobs)) or 'none'})"
-          + (f", keeps the outputs of the jobs that finished after it was killed "
-             f"({'; '.join(map(describe, finished))}), which this {mode} still counts as "
-             "incomplete," if finished else "")
-          + (" and removes its stale lock." if locks and not remote else "."))
+          + (
+              f", keeps the outputs of the jobs that finished after it was killed "
+              f"({'; '.join(map(describe, finished))}), which this {mode} still counts as "
+              "incomplete,"
+              if finished
+              else ""
+          )
+          + (" and removes its stale lock." if locks and not remote else ".")
+      )
   else:
     stuck = stop(jobs, grace) if jobs else []
     if stuck:
-      log(f"{who} was killed, but its orphaned job processes {' '.join(map(str, stuck))} "
+      log(
+          f"{who} was killed, but its orphaned job processes {' '.join(map(str, stuck))} "
           "could not be stopped (another user's?): the lock is kept. Stop them, then run "
-          "`snakemake --unlock`.")
+          "`snakemake --unlock`."
+      )
       return
     # After stop(): a job stopped half-way has outputs missing, so only jobs
     # that are over are judged.
@@ -525,15 +587,20 @@ def recover(project: Path, mode: str, log=print, grace: float = 10.0) -> None:
     if jobs:
       done.append(f"stopped its orphaned job processes (pids {' '.join(map(str, jobs))})")
     if finished:
-      done.append(f"kept the outputs of the jobs that finished after it was killed "
-                  f"({'; '.join(map(describe, finished))})")
+      done.append(
+          f"kept the outputs of the jobs that finished after it was killed "
+          f"({'; '.join(map(describe, finished))})"
+      )
     if locks and not remote and mode == "execute":
       for path in locks:
         path.unlink(missing_ok=True)
       done.append(f"removed its stale lock ({LOCKS}, as `snakemake --unlock` does)")
     if done:
-      log(f"Recovering from an interrupted run: {who} is no longer running; "
-          + " and ".join(done) + ".")
+      log(
+          f"Recovering from an interrupted run: {who} is no longer running; "
+          + " and ".join(done)
+          + "."
+      )
     for r in local:
       forget(r["path"])
   for r in remote:
@@ -542,16 +609,25 @@ def recover(project: Path, mode: str, log=print, grace: float = 10.0) -> None:
       forget(r["path"])
       continue
     profile = "".join(f" --profile {p}" for p in r.get("profile", []))
-    cancel = (f"`scancel --name {run_id}`" if run_id else
-              "`scancel --name <SLURM run ID printed at its start>`"
-              if r.get("executor") == "slurm" else "its executor's cancel command")
+    cancel = (
+        f"`scancel --name {run_id}`"
+        if run_id
+        else "`scancel --name <SLURM run ID printed at its start>`"
+        if r.get("executor") == "slurm"
+        else "its executor's cancel command"
+    )
     if locks:
-      log(f"{_who(r)} is no longer running, but its jobs may still be queued or running "
-          f"in the cluster: the lock is kept. Cancel them with {cancel}, then `snakemake{profile} --unlock`, "
-          "then start again.")
+      log(
+          f"{_who(r)} is no longer running, but its jobs may still be queued or running "
+          f"in the cluster: the lock is kept. Cancel them with {cancel}, "
+          f"then `snakemake{profile} --unlock`, "
+          "then start again."
+      )
     else:  # Unlocked meanwhile: say once what may still be running.
-      log(f"{_who(r)} was killed; if its jobs are still queued or running, cancel them with "
-          f"{cancel}.")
+      log(
+          f"{_who(r)} was killed; if its jobs are still queued or running, cancel them with "
+          f"{cancel}."
+      )
       if acting:
         forget(r["path"])
 
@@ -600,8 +676,14 @@ class Interrupts:
     grace: seconds between SIGTERM and SIGKILL to a job process.
   """
 
-  def __init__(self, project: Path, journal: Path | None = None, log=print,
-               keep_incomplete: bool = False, grace: float = 10.0):
+  def __init__(
+      self,
+      project: Path,
+      journal: Path | None = None,
+      log=print,
+      keep_incomplete: bool = False,
+      grace: float = 10.0,
+  ):
     self.project, self.journal, self.log = Path(project), journal, log
     self.keep_incomplete, self.grace = keep_incomplete, grace
     self.running: dict[int, dict] = {}  # by Snakemake's jobid
@@ -629,9 +711,14 @@ class Interrupts:
     """The logging.Filter interface: notes job events, names a stopped job's cause."""
     event = getattr(getattr(record, "event", None), "name", None)
     if event == "JOB_INFO":
-      job = {"job": record.jobid, "rule": record.rule_name,
-             "wildcards": dict(record.wildcards or {}), "output": list(record.output or ()),
-             "log": list(record.log or ()), "time": record.created}
+      job = {
+          "job": record.jobid,
+          "rule": record.rule_name,
+          "wildcards": dict(record.wildcards or {}),
+          "output": list(record.output or ()),
+          "log": list(record.log or ()),
+          "time": record.created,
+      }
       with self._lock:
         self.running[job["job"]] = job
       self._note(job)
@@ -642,18 +729,22 @@ class Interrupts:
         stopping = self.signal
       self._note({"job": jobid, "end": event, "time": record.created})
       if event == "JOB_ERROR" and stopping and not getattr(record, "rule_msg", None):
-        record.rule_msg = self.message(job or {"rule": getattr(record, "rule_name", "?"),
-                                               "output": list(record.output or ())})
+        record.rule_msg = self.message(
+            job or {"rule": getattr(record, "rule_name", "?"), "output": list(record.output or ())}
+        )
     return True
 
   def message(self, job: dict) -> str:
     """What the failure of a job stopped by the signal says."""
-    outputs = ("its outputs are kept (--keep-incomplete); the next run of the same command "
-               "rebuilds the job" if self.keep_incomplete else
-               "the outputs it wrote are removed and rebuilt by the next run of the same "
-               "command")
-    return (f"{describe(job)} was stopped by {self.signal} ({SENDERS.get(self.signal, '')}); "
-            + outputs)
+    outputs = (
+        "its outputs are kept (--keep-incomplete); the next run of the same command "
+        "rebuilds the job"
+        if self.keep_incomplete
+        else "the outputs it wrote are removed and rebuilt by the next run of the same " "command"
+    )
+    return (
+        f"{describe(job)} was stopped by {self.signal} ({SENDERS.get(self.signal, '')}); " + outputs
+    )
 
   def _note(self, entry: dict) -> None:
     if self.journal is None:
@@ -695,9 +786,11 @@ class Interrupts:
 
   def _stop(self) -> None:
     jobs = "; ".join(map(describe, self.stopped.values())) or "none"
-    self.log(f"{self.signal} received ({SENDERS[self.signal]}): stopping the running jobs "
-             f"({jobs}), then exiting. Completed jobs are kept; the stopped ones are rebuilt "
-             "by the next run of the same command.")
+    self.log(
+        f"{self.signal} received ({SENDERS[self.signal]}): stopping the running jobs "
+        f"({jobs}), then exiting. Completed jobs are kept; the stopped ones are rebuilt "
+        "by the next run of the same command."
+    )
     snakemake_term = signal.getsignal(signal.SIGTERM)
     if callable(snakemake_term) and snakemake_term != self._in_main:
       snakemake_term(signal.SIGTERM, None)

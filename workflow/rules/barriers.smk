@@ -10,6 +10,8 @@ rule barrier_set_initial:
         data=get_dataset_npz,
     output:
         seed_outputs(P.initial_barriers),
+    log:
+        "logs/barriers/{setting}/initial.log",
     wildcard_constraints:
         setting=alternatives(IMAGE_SETTINGS),
     params:
@@ -20,8 +22,6 @@ rule barrier_set_initial:
         batch_size=get_metric_batch_size,
         chunk=config["metric"].get("chunk"),
         code=code("barrier_set_initial.py"),
-    log:
-        "logs/barriers/{setting}/initial.log",
     script:
         "../scripts/barrier_set_initial.py"
 
@@ -33,16 +33,14 @@ use rule barrier_set_initial as barrier_set_initial_lm with:
         setting=alternatives(LM_SETTINGS),
 
 
-def trained_labels(wildcards):
-    return [list(key) for key in get_trained_checkpoints(wildcards)]
-
-
 rule barrier_set:
     input:
         checkpoints=lambda w: list(get_trained_checkpoints(w).values()),
         data=get_dataset_npz,
     output:
         seed_outputs(P.barriers),
+    log:
+        "logs/barriers/{setting}/trained.log",
     wildcard_constraints:
         setting=alternatives(IMAGE_SETTINGS),
     params:
@@ -54,8 +52,6 @@ rule barrier_set:
         batch_size=get_metric_batch_size,
         chunk=config["metric"].get("chunk"),
         code=code("barrier_set.py"),
-    log:
-        "logs/barriers/{setting}/trained.log",
     script:
         "../scripts/barrier_set.py"
 
@@ -75,6 +71,8 @@ rule barrier_set_scratch:
         data=get_dataset_npz,
     output:
         seed_outputs(P.scratch_barriers, lm=True),
+    log:
+        "logs/barriers/{setting}/scratch.log",
     wildcard_constraints:
         setting=alternatives(LM_SETTINGS),
     params:
@@ -84,7 +82,5 @@ rule barrier_set_scratch:
         batch_size=get_metric_batch_size,
         chunk=config["metric"].get("chunk"),
         code=code("barrier_set_scratch.py"),
-    log:
-        "logs/barriers/{setting}/scratch.log",
     script:
         "../scripts/barrier_set_scratch.py"

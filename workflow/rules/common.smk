@@ -104,8 +104,10 @@ def seed_outputs(template, lm=False, **fields):
 
 def per_seed(template, setting, seeds=None, **fields):
     """`template` for every seed of `setting` (or of `seeds`)."""
-    return [template.format(setting=setting, seed=s, **fields)
-            for s in (seeds_of(setting) if seeds is None else seeds)]
+    return [
+        template.format(setting=setting, seed=s, **fields)
+        for s in (seeds_of(setting) if seeds is None else seeds)
+    ]
 
 
 def get_dataset_spec(wildcards):
@@ -158,22 +160,30 @@ def get_base_checkpoints(wildcards):
 
 def run_checkpoints(setting, expansion, seed):
     """The trained checkpoints (epochs >= 1) of one candidate run."""
-    return {e: P.trained.format(setting=setting, expansion=expansion, seed=seed,
-                                   epoch=epoch_name(e))
-            for e in epochs_of(setting) if e > 0}
+    return {
+        e: P.trained.format(setting=setting, expansion=expansion, seed=seed, epoch=epoch_name(e))
+        for e in epochs_of(setting)
+        if e > 0
+    }
 
 
 def get_trained_checkpoints(wildcards):
     """Every candidate's trained checkpoints of every seed, by (expansion, seed, epoch)."""
     s = wildcards.setting
-    return {(e, seed, epoch): path for e in SETTINGS[s]["expansions"] for seed in seeds_of(s)
-            for epoch, path in run_checkpoints(s, e, seed).items()}
+    return {
+        (e, seed, epoch): path
+        for e in SETTINGS[s]["expansions"]
+        for seed in seeds_of(s)
+        for epoch, path in run_checkpoints(s, e, seed).items()
+    }
 
 
 def get_scratch_checkpoints(wildcards):
-    return {(seed, e): P.scratch.format(setting=wildcards.setting, seed=seed,
-                                        epoch=epoch_name(e))
-            for seed in seeds_of(wildcards.setting) for e in SCRATCH_EPOCHS}
+    return {
+        (seed, e): P.scratch.format(setting=wildcards.setting, seed=seed, epoch=epoch_name(e))
+        for seed in seeds_of(wildcards.setting)
+        for e in SCRATCH_EPOCHS
+    }
 
 
 def barrier_files(setting):
@@ -194,8 +204,11 @@ def get_scratch_barriers(wildcards):
 
 
 def get_setting_logs(wildcards):
-    return [P.run_log.format(setting=wildcards.setting, expansion=e, seed=s)
-            for e in SETTINGS[wildcards.setting]["expansions"] for s in seeds_of(wildcards.setting)]
+    return [
+        P.run_log.format(setting=wildcards.setting, expansion=e, seed=s)
+        for e in SETTINGS[wildcards.setting]["expansions"]
+        for s in seeds_of(wildcards.setting)
+    ]
 
 
 def largest_expansion(setting):
@@ -233,8 +246,10 @@ def figure_tables(template, figure):
 def expansion_kinds(figure):
     """Per setting of a figure, its expansions' kinds (Figures 4 and 10 split
     a setting into one column per kind with `by_kind`)."""
-    return {s: {e: archs.kind_of(spec) for e, spec in SETTINGS[s]["expansions"].items()}
-            for s in figure_settings(figure)}
+    return {
+        s: {e: archs.kind_of(spec) for e, spec in SETTINGS[s]["expansions"].items()}
+        for s in figure_settings(figure)
+    }
 
 
 def get_intermediates():
@@ -258,11 +273,65 @@ def get_intermediates():
 def get_final_targets():
     targets = get_intermediates()
     for s in SETTINGS:
-        targets += [t.format(setting=s) for t in (P.metrics, P.correlations, P.sensitivity,
-                                                   P.ranking, P.ranking_md, P.outcome_md)]
+        targets += [
+            t.format(setting=s)
+            for t in (
+                P.metrics,
+                P.correlations,
+                P.sensitivity,
+                P.ranking,
+                P.ranking_md,
+                P.outcome_md,
+            )
+        ]
     for s in LM_SETTINGS:
         targets.append(P.scratch_metrics.format(setting=s))
     targets += [P.summary, P.table4, P.table4_md]
     for fig in FIGURES:
         targets += [P.figure.format(figure=fig), P.figure_pdf.format(figure=fig)]
     return targets
+
+
+def trained_labels(wildcards):
+    return [list(key) for key in get_trained_checkpoints(wildcards)]
+
+
+def get_groups(wildcards):
+    """phi*'s first group (M_0's) and its hidden groups (M0_all's)."""
+    base = archs.make(get_model(wildcards))
+    return {"first": archs.first_group(base), "hidden": archs.hidden_groups(base)}
+
+
+# What each figure shows, for its entry in the report (`snakemake --report`).
+FIGURE_TITLES = {
+    "figure1": "loss along linear paths between permuted minima",
+    "figure2": "Kendall tau at t = 0 of every score with G_T*",
+    "figure3": "G_t, M_t and Kendall tau over epochs",
+    "figure4": "G_t and M_t over epochs, per setting or expansion kind",
+    "figure5": "G_t, M_t and Kendall tau over epochs",
+    "figure6": "Kendall tau of M_0 over the (q, n) grid",
+    "figure7": "Spearman and Pearson at t = 0 of every score with G_T*",
+    "figure8": "Kendall tau of M_0 over the (q, n) grid",
+    "figure9": "G_t, M_t and Kendall tau over epochs",
+    "figure10": "G_t and M_t over epochs, per setting or expansion kind",
+    "figure11": "BERT from random initialisation; attention heads permuted",
+}
+
+
+def figure_report(name):
+    """The png of a figure in the report: category Figures, one subcategory
+    per figure, its caption workflow/report/<name>.rst."""
+    spec = FIGURES.get(name, {})
+    settings = spec.get("settings") or [spec[k] for k in ["setting"] if k in spec]
+    number = name[len("figure") :]
+    return report(
+        P.figure.format(figure=name),
+        caption=f"../report/{name}.rst",
+        category="Figures",
+        subcategory=f"Figure {number}: {FIGURE_TITLES[name]}",
+        labels={"figure": f"Figure {number}", "settings": ", ".join(settings)},
+    )
+
+
+def figure_outputs(name):
+    return {"png": figure_report(name), "pdf": P.figure_pdf.format(figure=name)}

@@ -3,11 +3,11 @@ rule build_vocab:
         raw=get_raw_files,
     output:
         P.vocab,
+    log:
+        "logs/data/{dataset}.vocab.log",
     params:
         spec=get_dataset_spec,
         code=code("build_vocab.py"),
-    log:
-        "logs/data/{dataset}.vocab.log",
     script:
         "../scripts/build_vocab.py"
 
@@ -18,10 +18,10 @@ rule prepare_dataset:
         raw=get_raw_files,
     output:
         P.data,
+    log:
+        "logs/data/{dataset}.log",
     params:
         spec=get_dataset_spec,
         code=code("prepare_dataset.py"),
-    log:
-        "logs/data/{dataset}.log",
     script:
         "../scripts/prepare_dataset.py"

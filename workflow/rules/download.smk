@@ -44,11 +44,19 @@ for _name, _spec in config["datasets"].items():
     if not fetchable(_name):
         continue
     _layout = manifold_metric.download.layout(_spec["source"], dataset_dir(_name))
-    _d = DOWNLOADS.setdefault((_spec["source"], _layout.directory), {
-        "name": _name, "path": dataset_dir(_name), "url": _spec.get("url"),
-        "md5": _spec.get("md5"), "splits": set()})
+    _d = DOWNLOADS.setdefault(
+        (_spec["source"], _layout.directory),
+        {
+            "name": _name,
+            "path": dataset_dir(_name),
+            "url": _spec.get("url"),
+            "md5": _spec.get("md5"),
+            "splits": set(),
+        },
+    )
     _all = manifold_metric.download.ARCHIVES[_spec["source"]].splits
     _d["splits"].update(raw_splits(_spec) or _all)
+    _d["rule"] = re.sub(r"\W", "_", _d["name"])  # a rule's name is an identifier
     DOWNLOAD_OF[_name] = _d["name"]
 
 
@@ -68,8 +76,11 @@ def get_raw_files(wildcards):
     directory = dataset_dir(wildcards.dataset)
     if directory is None or not os.path.isdir(directory):
         return []
-    found = sorted(os.path.join(directory, f) for f in os.listdir(directory)
-                   if not f.startswith(".") and f != "README.md")
+    found = sorted(
+        os.path.join(directory, f)
+        for f in os.listdir(directory)
+        if not f.startswith(".") and f != "README.md"
+    )
     return found if spec.get("path") == study.BUNDLED else ancient(found)
 
 
@@ -77,18 +88,18 @@ for (_source, _), _d in DOWNLOADS.items():
 
     rule:
         name:
-            "download_" + re.sub(r"\W", "_", _d["name"])
+            f"download_{_d['rule']}"
         output:
             DOWNLOAD_MANIFEST.format(name=_d["name"]),
+        log:
+            f"logs/data/{_d['name']}.download.log",
+        # On a cluster, on the submitting host: compute nodes often have no internet.
+        localrule: True
         params:
             source=_source,
             path=_d["path"],
             splits=sorted(_d["splits"]),
             url=_d["url"],
             md5=_d["md5"],
-        log:
-            f"logs/data/{_d['name']}.download.log",
-        # On a cluster, on the submitting host: compute nodes often have no internet.
-        localrule: True
         script:
             "../scripts/download.py"

@@ -1,32 +1,4 @@
-# What each figure shows, for its entry in the report (`snakemake --report`).
-FIGURE_TITLES = {
-    "figure1": "loss along linear paths between permuted minima",
-    "figure2": "Kendall tau at t = 0 of every score with G_T*",
-    "figure3": "G_t, M_t and Kendall tau over epochs",
-    "figure4": "G_t and M_t over epochs, per setting or expansion kind",
-    "figure5": "G_t, M_t and Kendall tau over epochs",
-    "figure6": "Kendall tau of M_0 over the (q, n) grid",
-    "figure7": "Spearman and Pearson at t = 0 of every score with G_T*",
-    "figure8": "Kendall tau of M_0 over the (q, n) grid",
-    "figure9": "G_t, M_t and Kendall tau over epochs",
-    "figure10": "G_t and M_t over epochs, per setting or expansion kind",
-    "figure11": "BERT from random initialisation; attention heads permuted",
-}
-
-
-def figure_report(name):
-    """The png of a figure in the report: category Figures, one subcategory
-    per figure, its caption workflow/report/<name>.rst."""
-    spec = FIGURES.get(name, {})
-    settings = spec.get("settings") or [spec[k] for k in ["setting"] if k in spec]
-    number = name[len("figure"):]
-    return report(P.figure.format(figure=name), caption=f"../report/{name}.rst",
-                  category="Figures", subcategory=f"Figure {number}: {FIGURE_TITLES[name]}",
-                  labels={"figure": f"Figure {number}", "settings": ", ".join(settings)})
-
-
-def figure_outputs(name):
-    return {"png": figure_report(name), "pdf": P.figure_pdf.format(figure=name)}
+# Figure 1's loss curves and every figure, each a PNG (in the report) and a PDF.
 
 
 rule loss_curves:
@@ -35,14 +7,14 @@ rule loss_curves:
         data=lambda w: P.data.format(dataset=SETTINGS[FIGURES["figure1"]["setting"]]["dataset"]),
     output:
         P.curves,
+    log:
+        "logs/curves/figure1.log",
     params:
         alphas=FIGURES.get("figure1", {}).get("alphas", 21),
         pairs=FIGURES.get("figure1", {}).get("pairs", 20),
         batch_size=config["metric"]["batch_size"],
         seeds=seeds_of(FIGURES["figure1"]["setting"]) if "figure1" in FIGURES else [],
         code=code("loss_curves.py"),
-    log:
-        "logs/curves/figure1.log",
     script:
         "../scripts/loss_curves.py"
 
@@ -52,10 +24,10 @@ rule figure1:
         P.curves,
     output:
         **figure_outputs("figure1"),
-    params:
-        code=code("figure1.py"),
     log:
         "logs/figures/figure1.log",
+    params:
+        code=code("figure1.py"),
     script:
         "../scripts/figure1.py"
 
@@ -67,12 +39,12 @@ rule figure2:
         metrics=figure_tables(P.metrics, "figure2"),
     output:
         **figure_outputs("figure2"),
+    log:
+        "logs/figures/figure2.log",
     params:
         settings=figure_settings("figure2"),
         methods=["kendall"],
         code=code("figure_bars.py"),
-    log:
-        "logs/figures/figure2.log",
     script:
         "../scripts/figure_bars.py"
 
@@ -83,12 +55,12 @@ use rule figure2 as figure7 with:
         metrics=figure_tables(P.metrics, "figure7"),
     output:
         **figure_outputs("figure7"),
+    log:
+        "logs/figures/figure7.log",
     params:
         settings=figure_settings("figure7"),
         methods=["spearman", "pearson"],
         code=code("figure_bars.py"),
-    log:
-        "logs/figures/figure7.log",
 
 
 # Figures 3, 5 and 9: G_t, M_t and Kendall tau over epochs, a row per setting.
@@ -98,13 +70,13 @@ rule figure3:
         correlations=figure_tables(P.correlations, "figure3"),
     output:
         **figure_outputs("figure3"),
+    log:
+        "logs/figures/figure3.log",
     params:
         settings=figure_settings("figure3"),
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
         code=code("figure_epochs.py"),
-    log:
-        "logs/figures/figure3.log",
     script:
         "../scripts/figure_epochs.py"
 
@@ -115,13 +87,13 @@ use rule figure3 as figure5 with:
         correlations=figure_tables(P.correlations, "figure5"),
     output:
         **figure_outputs("figure5"),
+    log:
+        "logs/figures/figure5.log",
     params:
         settings=figure_settings("figure5"),
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
         code=code("figure_epochs.py"),
-    log:
-        "logs/figures/figure5.log",
 
 
 use rule figure3 as figure9 with:
@@ -130,13 +102,13 @@ use rule figure3 as figure9 with:
         correlations=figure_tables(P.correlations, "figure9"),
     output:
         **figure_outputs("figure9"),
+    log:
+        "logs/figures/figure9.log",
     params:
         settings=figure_settings("figure9"),
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
         code=code("figure_epochs.py"),
-    log:
-        "logs/figures/figure9.log",
 
 
 # Figures 4 and 10: G_t and M_t, a column per setting (or per expansion kind).
@@ -145,6 +117,8 @@ rule figure4:
         figure_tables(P.metrics, "figure4"),
     output:
         **figure_outputs("figure4"),
+    log:
+        "logs/figures/figure4.log",
     params:
         settings=figure_settings("figure4"),
         by_kind=FIGURES.get("figure4", {}).get("by_kind", False),
@@ -152,8 +126,6 @@ rule figure4:
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
         code=code("figure_columns.py"),
-    log:
-        "logs/figures/figure4.log",
     script:
         "../scripts/figure_columns.py"
 
@@ -163,6 +135,8 @@ use rule figure4 as figure10 with:
         figure_tables(P.metrics, "figure10"),
     output:
         **figure_outputs("figure10"),
+    log:
+        "logs/figures/figure10.log",
     params:
         settings=figure_settings("figure10"),
         by_kind=FIGURES.get("figure10", {}).get("by_kind", False),
@@ -170,8 +144,6 @@ use rule figure4 as figure10 with:
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
         code=code("figure_columns.py"),
-    log:
-        "logs/figures/figure10.log",
 
 
 # Figures 6 and 8: Kendall tau of M_0 over the (q, n) grid.
@@ -180,10 +152,10 @@ rule figure6:
         figure_tables(P.sensitivity, "figure6"),
     output:
         **figure_outputs("figure6"),
-    params:
-        code=code("figure_sensitivity.py"),
     log:
         "logs/figures/figure6.log",
+    params:
+        code=code("figure_sensitivity.py"),
     script:
         "../scripts/figure_sensitivity.py"
 
@@ -203,12 +175,12 @@ rule figure11:
         heads=figure_tables(P.metrics, "figure11"),
     output:
         **figure_outputs("figure11"),
+    log:
+        "logs/figures/figure11.log",
     params:
         settings=figure_settings("figure11"),
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
         code=code("figure11.py"),
-    log:
-        "logs/figures/figure11.log",
     script:
         "../scripts/figure11.py"

@@ -1,25 +1,19 @@
 # The metric tables stay out of `snakemake --report`: in the HTML a Parquet file is
 # only a download, and these are the big ones (16,000 rows a setting at the paper's
 # size). The small per-setting tables below and the summaries are in it.
-def get_groups(wildcards):
-    """phi*'s first group (M_0's) and its hidden groups (M0_all's)."""
-    base = archs.make(get_model(wildcards))
-    return {"first": archs.first_group(base), "hidden": archs.hidden_groups(base)}
-
-
 rule metrics:
     input:
         barriers=get_setting_barriers,
         logs=get_setting_logs,
     output:
         P.metrics,
+    log:
+        "logs/metrics/{setting}.log",
     params:
         q=config["metric"]["q"],
         n=config["metric"]["n"],
         groups=get_groups,
         code=code("metrics.py"),
-    log:
-        "logs/metrics/{setting}.log",
     script:
         "../scripts/metrics.py"
 
@@ -31,12 +25,12 @@ rule scratch_metrics:
         get_scratch_barriers,
     output:
         P.scratch_metrics,
+    log:
+        "logs/scratch/{setting}.log",
     params:
         q=config["metric"]["q"],
         n=config["metric"]["main_n"],
         code=code("scratch_metrics.py"),
-    log:
-        "logs/scratch/{setting}.log",
     script:
         "../scripts/scratch_metrics.py"
 
@@ -48,17 +42,21 @@ rule proxies:
         base=get_base_checkpoints,
         data=get_dataset_npz,
     output:
-        report(P.proxies, caption="../report/proxies.rst", category="Per-setting tables",
-               subcategory="{setting}",
-               labels={"table": "size, width and zero-cost proxies at t = 0, Parquet"}),
+        report(
+            P.proxies,
+            caption="../report/proxies.rst",
+            category="Per-setting tables",
+            subcategory="{setting}",
+            labels={"table": "size, width and zero-cost proxies at t = 0, Parquet"},
+        ),
+    log:
+        "logs/proxies/{setting}.log",
     params:
         expansions=get_expansions,
         train=get_train_hp,
         seeds=get_seeds,
         batch_size=get_metric_batch_size,
         code=code("proxies.py"),
-    log:
-        "logs/proxies/{setting}.log",
     script:
         "../scripts/proxies.py"
 
@@ -68,18 +66,26 @@ rule correlations:
         metrics=P.metrics,
         scores=P.proxies,
     output:
-        correlations=report(P.correlations, caption="../report/correlations.rst",
-                            category="Per-setting tables", subcategory="{setting}",
-                            labels={"table": "correlations of every score with G_T*, Parquet"}),
-        sensitivity=report(P.sensitivity, caption="../report/sensitivity.rst",
-                           category="Per-setting tables", subcategory="{setting}",
-                           labels={"table": "Kendall tau of M_0 over the (q, n) grid, Parquet"}),
+        correlations=report(
+            P.correlations,
+            caption="../report/correlations.rst",
+            category="Per-setting tables",
+            subcategory="{setting}",
+            labels={"table": "correlations of every score with G_T*, Parquet"},
+        ),
+        sensitivity=report(
+            P.sensitivity,
+            caption="../report/sensitivity.rst",
+            category="Per-setting tables",
+            subcategory="{setting}",
+            labels={"table": "Kendall tau of M_0 over the (q, n) grid, Parquet"},
+        ),
+    log:
+        "logs/correlations/{setting}.log",
     params:
         main_q=config["metric"]["main_q"],
         main_n=config["metric"]["main_n"],
         code=code("correlations.py"),
-    log:
-        "logs/correlations/{setting}.log",
     script:
         "../scripts/correlations.py"
 
@@ -88,13 +94,17 @@ rule correlation_summary:
     input:
         expand(P.correlations, setting=SETTINGS),
     output:
-        report(P.summary, caption="../report/correlation_summary.rst", category="Tables",
-               subcategory="Correlations over seeds",
-               labels={"table": "every correlation over seeds, Parquet"}),
-    params:
-        code=code("correlation_summary.py"),
+        report(
+            P.summary,
+            caption="../report/correlation_summary.rst",
+            category="Tables",
+            subcategory="Correlations over seeds",
+            labels={"table": "every correlation over seeds, Parquet"},
+        ),
     log:
         "logs/tables/correlations_summary.log",
+    params:
+        code=code("correlation_summary.py"),
     script:
         "../scripts/correlation_summary.py"
 
@@ -107,19 +117,27 @@ rule ranking:
         barriers=get_initial_barriers,
         scores=P.proxies,
     output:
-        table=report(P.ranking, caption="../report/ranking.rst", category="Rankings",
-                     subcategory="{setting}",
-                     labels={"table": "candidates ranked by M_0, Parquet"}),
-        md=report(P.ranking_md, caption="../report/ranking.rst", category="Rankings",
-                  subcategory="{setting}",
-                  labels={"table": "candidates ranked by M_0, Markdown"}),
+        table=report(
+            P.ranking,
+            caption="../report/ranking.rst",
+            category="Rankings",
+            subcategory="{setting}",
+            labels={"table": "candidates ranked by M_0, Parquet"},
+        ),
+        md=report(
+            P.ranking_md,
+            caption="../report/ranking.rst",
+            category="Rankings",
+            subcategory="{setting}",
+            labels={"table": "candidates ranked by M_0, Markdown"},
+        ),
+    log:
+        "logs/rankings/{setting}.log",
     params:
         q=config["metric"]["main_q"],
         n=config["metric"]["main_n"],
         groups=get_groups,
         code=code("ranking.py"),
-    log:
-        "logs/rankings/{setting}.log",
     script:
         "../scripts/ranking.py"
 
@@ -130,13 +148,17 @@ rule ranking_outcome:
     input:
         P.correlations,
     output:
-        report(P.outcome_md, caption="../report/outcome.rst", category="Rankings",
-               subcategory="{setting}",
-               labels={"table": "how the ranking fared after training, Markdown"}),
-    params:
-        code=code("ranking_outcome.py"),
+        report(
+            P.outcome_md,
+            caption="../report/outcome.rst",
+            category="Rankings",
+            subcategory="{setting}",
+            labels={"table": "how the ranking fared after training, Markdown"},
+        ),
     log:
         "logs/rankings/{setting}.outcome.log",
+    params:
+        code=code("ranking_outcome.py"),
     script:
         "../scripts/ranking_outcome.py"
 
@@ -146,12 +168,22 @@ rule table4:
         unpack(get_table4_checkpoints),
         unpack(get_table4_data),
     output:
-        parquet=report(P.table4, caption="../report/table4.rst", category="Tables",
-                       subcategory="Table 4: seconds per score",
-                       labels={"table": "seconds per score, Parquet"}),
-        md=report(P.table4_md, caption="../report/table4.rst", category="Tables",
-                  subcategory="Table 4: seconds per score",
-                  labels={"table": "seconds per score, Markdown"}),
+        parquet=report(
+            P.table4,
+            caption="../report/table4.rst",
+            category="Tables",
+            subcategory="Table 4: seconds per score",
+            labels={"table": "seconds per score, Parquet"},
+        ),
+        md=report(
+            P.table4_md,
+            caption="../report/table4.rst",
+            category="Tables",
+            subcategory="Table 4: seconds per score",
+            labels={"table": "seconds per score, Markdown"},
+        ),
+    log:
+        "logs/tables/table4.log",
     params:
         settings=list(SETTINGS),
         expansion={s: SETTINGS[s]["expansions"][largest_expansion(s)] for s in SETTINGS},
@@ -161,7 +193,5 @@ rule table4:
         chunk=config["metric"].get("chunk"),
         seed={s: seeds_of(s)[0] for s in SETTINGS},
         code=code("table4.py"),
-    log:
-        "logs/tables/table4.log",
     script:
         "../scripts/table4.py"

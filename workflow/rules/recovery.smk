@@ -12,7 +12,8 @@ from snakemake.logging import logger
 
 _spec = importlib.util.spec_from_file_location(
     "manifold_metric_workflow_recovery",
-    os.path.join(workflow.basedir, "workflow", "lib", "recovery.py"))
+    os.path.join(workflow.basedir, "workflow", "lib", "recovery.py"),
+)
 _recovery = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_recovery)
 
@@ -25,9 +26,11 @@ if workflow.is_main_process:
         _recovery.recover(os.getcwd(), _mode, log=logger.warning)
         if _mode in ("execute", "unknown"):  # runs that may take locks
             _record = _recovery.record_owner(
-                os.getcwd(), executor=_recovery.executor(_args),
+                os.getcwd(),
+                executor=_recovery.executor(_args),
                 profile=getattr(_args, "profile", None) or (),
-                logfiles=workflow.logger_manager.get_logfile())
+                logfiles=workflow.logger_manager.get_logfile(),
+            )
             atexit.register(_recovery.remove_record, _record, os.getpid())
             # Local jobs are this process's children: SIGINT and SIGTERM stop
             # them within seconds and name them (see Interrupts). On Slurm,
@@ -35,7 +38,9 @@ if workflow.is_main_process:
             # (RemoteTerm).
             if _recovery.executor(_args) in _recovery.LOCAL_EXECUTORS:
                 _recovery.Interrupts(
-                    os.getcwd(), journal=_recovery.journal_path(_record), log=logger.warning,
+                    os.getcwd(),
+                    journal=_recovery.journal_path(_record),
+                    log=logger.warning,
                     keep_incomplete=bool(getattr(_args, "keep_incomplete", False)),
                 ).install(logger)
             else:

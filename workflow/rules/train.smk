@@ -11,6 +11,8 @@ rule train_base:
     output:
         checkpoints=seed_outputs(P.base),
         logs=seed_outputs(P.base_log),
+    log:
+        "logs/base/{setting}.log",
     wildcard_constraints:
         setting=alternatives(IMAGE_SETTINGS),
     params:
@@ -19,8 +21,6 @@ rule train_base:
         base=get_base,
         seeds=get_seeds,
         code=code("train_base.py"),
-    log:
-        "logs/base/{setting}.log",
     script:
         "../scripts/train_base.py"
 
@@ -40,6 +40,8 @@ rule train_scratch:
     output:
         checkpoints=seed_outputs(P.scratch, lm=True, epoch=map(epoch_name, SCRATCH_EPOCHS)),
         logs=seed_outputs(P.scratch_log, lm=True),
+    log:
+        "logs/scratch/{setting}.log",
     wildcard_constraints:
         setting=alternatives(LM_SETTINGS),
     params:
@@ -49,8 +51,6 @@ rule train_scratch:
         seeds=get_seeds,
         template=lambda w: P.scratch,
         code=code("train_scratch.py"),
-    log:
-        "logs/scratch/{setting}.log",
     script:
         "../scripts/train_scratch.py"
 
@@ -66,6 +66,8 @@ rule train_candidate:
         expanded=seed_outputs(P.expanded),
         checkpoints=seed_outputs(P.trained, epoch=map(epoch_name, EPOCHS[1:])),
         logs=seed_outputs(P.run_log),
+    log:
+        "logs/checkpoints/{setting}/{expansion}.log",
     wildcard_constraints:
         setting=alternatives(IMAGE_SETTINGS),
     params:
@@ -76,8 +78,6 @@ rule train_candidate:
         seeds=get_seeds,
         template=lambda w: P.trained,
         code=code("train_candidate.py"),
-    log:
-        "logs/checkpoints/{setting}/{expansion}.log",
     script:
         "../scripts/train_candidate.py"
 

@@ -4,8 +4,8 @@
 # by hand) would pass; this checks what is there. No output: it runs whenever
 # it is asked for, and never as part of `all`.
 rule verify:
-    localrule: True
     log:
         "logs/verify.log",
+    localrule: True
     script:
         "../scripts/verify.py"

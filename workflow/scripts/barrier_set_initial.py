@@ -1,5 +1,6 @@
 """Barrier sets at t = 0 of phi* and of every candidate theta^(0) (expanded
 here from phi*), every seed of one setting, every group of phi*, both walks."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
@@ -14,13 +15,28 @@ arch, phi, metas = checkpoints.load_stacked(snakemake.input.base)
 index, zeros = np.arange(len(p.seeds)), np.zeros(len(p.seeds), int)
 models = [barrier_tables.Models("base", arch, phi, index, zeros, {g: g for g in arch.groups()})]
 for e, spec in p.expansions.items():
-  new_arch, theta = expansion.candidates(arch, phi, spec, p.seeds, ds, p.train,
-                                        [m["performance"] for m in metas],
-                                        f"expansion {e} of {w.setting}")
-  models.append(barrier_tables.Models(e, new_arch, theta, index, zeros,
-                                      archs.expanded(arch, spec)[1]))
-table = barrier_tables.table(models, ds, setting=w.setting, seeds=p.seeds,
-                             groups=list(arch.groups()), n=p.n, batch_size=p.batch_size,
-                             chunk=p.chunk)
+  new_arch, theta = expansion.candidates(
+      arch,
+      phi,
+      spec,
+      p.seeds,
+      ds,
+      p.train,
+      [m["performance"] for m in metas],
+      f"expansion {e} of {w.setting}",
+  )
+  models.append(
+      barrier_tables.Models(e, new_arch, theta, index, zeros, archs.expanded(arch, spec)[1])
+  )
+table = barrier_tables.table(
+    models,
+    ds,
+    setting=w.setting,
+    seeds=p.seeds,
+    groups=list(arch.groups()),
+    n=p.n,
+    batch_size=p.batch_size,
+    chunk=p.chunk,
+)
 for seed, path in zip(p.seeds, snakemake.output):
   tables.write_table(table[table.seed == seed], path)

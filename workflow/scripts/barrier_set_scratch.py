@@ -1,5 +1,6 @@
 """Figure 11 (i): barrier sets of every epoch of the runs from random
 initialisation, every seed of one setting, the first group, both walks."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
@@ -15,8 +16,14 @@ seed_of = np.array([p.seeds.index(seed) for seed, _ in p.labels])
 epochs = np.array([epoch for _, epoch in p.labels])
 group = archs.first_group(arch)
 table = barrier_tables.table(
-    [barrier_tables.Models("scratch", arch, variables, seed_of, epochs, {group: group})], ds,
-    setting=w.setting, seeds=p.seeds, groups=[group], n=p.n, batch_size=p.batch_size,
-    chunk=p.chunk)
+    [barrier_tables.Models("scratch", arch, variables, seed_of, epochs, {group: group})],
+    ds,
+    setting=w.setting,
+    seeds=p.seeds,
+    groups=[group],
+    n=p.n,
+    batch_size=p.batch_size,
+    chunk=p.chunk,
+)
 for seed, path in zip(p.seeds, snakemake.output):
   tables.write_table(table[table.seed == seed], path)

@@ -1,4 +1,5 @@
 """Figure 1: loss along the linear path between permuted minima, per model."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

@@ -1,4 +1,5 @@
 """Figures 2 and 7: correlation of every score at t = 0 with G_T*, per setting."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

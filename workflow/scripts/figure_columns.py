@@ -1,5 +1,6 @@
 """Figures 4 and 10: G_t and M_t over training, one column per setting, or
 per expansion kind of each setting (by_kind)."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

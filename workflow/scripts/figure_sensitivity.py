@@ -1,4 +1,5 @@
 """Figures 6 and 8: Kendall tau of M_0 with G_T* over the (q, n) grid."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

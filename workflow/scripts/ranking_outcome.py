@@ -1,6 +1,7 @@
 """How one setting's ranking before training fared once the candidates were
 trained: every score's Kendall tau with G_T* at t = 0, and its paired
 difference to size's and width's."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

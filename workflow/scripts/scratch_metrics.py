@@ -1,5 +1,6 @@
 """Figure 11 (i): M_t of a model trained from random initialisation,
 relative to its epoch 1."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)

@@ -1,6 +1,7 @@
 """Table 4: seconds to compute each score on one checkpoint with one batch
 (each setting's largest candidate right after expansion, its first seed),
 measured in one process after compilation."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
@@ -17,14 +18,40 @@ for setting in p.settings:
   ds = tracks.load_dataset(snakemake.input[f"data_{setting}"])
   arch, phi, metas = checkpoints.load_stacked([snakemake.input[setting]])
   seed = p.seed[setting]
-  arch, theta = expansion.candidates(arch, phi, p.expansion[setting], [seed], ds, p.train[setting],
-                                    [metas[0]["performance"]], f"{setting}'s largest expansion")
-  times = timing.table4_times(arch, checkpoints.model_of(theta), ds, seed=seed, n=p.n,
-                              batch_size=p.batch_size[setting], chunk=p.chunk)
+  arch, theta = expansion.candidates(
+      arch,
+      phi,
+      p.expansion[setting],
+      [seed],
+      ds,
+      p.train[setting],
+      [metas[0]["performance"]],
+      f"{setting}'s largest expansion",
+  )
+  times = timing.table4_times(
+      arch,
+      checkpoints.model_of(theta),
+      ds,
+      seed=seed,
+      n=p.n,
+      batch_size=p.batch_size[setting],
+      chunk=p.chunk,
+  )
   print(f"{setting}: {times}", file=sys.stderr)
-  rows += [{"setting": setting, "model": arch.kind, "expansion": str(p.expansion[setting]),
-            "metric": k, "computation": timing.COMPUTATION[k], "seconds": v, "n": p.n,
-            "batch_size": p.batch_size[setting], "device": device} for k, v in times.items()]
+  rows += [
+      {
+          "setting": setting,
+          "model": arch.kind,
+          "expansion": str(p.expansion[setting]),
+          "metric": k,
+          "computation": timing.COMPUTATION[k],
+          "seconds": v,
+          "n": p.n,
+          "batch_size": p.batch_size[setting],
+          "device": device,
+      }
+      for k, v in times.items()
+  ]
 table = pd.DataFrame(rows)
 tables.write_table(table, snakemake.output.parquet)
 with files.atomic_path(snakemake.output.md) as tmp, open(tmp, "w") as f:

@@ -1,5 +1,6 @@
 """Figure 11 (i): a model of every seed of one setting trained from random
 initialisation for its own epochs, every epoch kept."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
@@ -18,8 +19,15 @@ def save(t, variables, records):
   checkpoints.save_seeds(paths, arch, variables, records)
 
 
-_, histories = train.fit(arch, tracks.init_seeds(arch, p.seeds, ds), ds, hp=p.train,
-                         seeds=p.seeds, epochs=p.epochs, run=f"scratch {w.setting}",
-                         on_epoch=save)
+_, histories = train.fit(
+    arch,
+    tracks.init_seeds(arch, p.seeds, ds),
+    ds,
+    hp=p.train,
+    seeds=p.seeds,
+    epochs=p.epochs,
+    run=f"scratch {w.setting}",
+    on_epoch=save,
+)
 for seed, history, path in zip(p.seeds, histories, snakemake.output.logs):
   tables.write_table(pd.DataFrame(history).assign(setting=w.setting, seed=seed), path)
