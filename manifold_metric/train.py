@@ -302,27 +302,24 @@ def fit_base(arch: archs.Arch, variables, ds: dict, *, hp: dict, base: dict, see
     DivergenceError: as `fit`, and when a phi* is not clearly better than
       chance (MIN_PROGRESS): nothing should be expanded from it.
   """
-  if "patience" in base:
-    phi, histories = fit(
-        arch,
-        variables,
-        ds,
-        hp=hp,
-        seeds=seeds,
-        epochs=base["max_epochs"],
-        run=run,
-        patience=base["patience"],
-        min_progress=MIN_PROGRESS,
-    )
-    return phi, histories, [max(h["performance"] for h in hist) for hist in histories]
+  stops = "patience" in base
   phi, histories = fit(
       arch,
       variables,
       ds,
       hp=hp,
       seeds=seeds,
-      epochs=base["epochs"],
+      epochs=base["max_epochs"] if stops else base["epochs"],
       run=run,
+      patience=base.get("patience"),
       min_progress=MIN_PROGRESS,
   )
-  return phi, histories, [hist[-1]["performance"] for hist in histories]
+  # Early stopping returns each seed's best epoch; a fixed count, its last.
+  return (
+      phi,
+      histories,
+      [
+          max(h["performance"] for h in hist) if stops else hist[-1]["performance"]
+          for hist in histories
+      ],
+  )
