@@ -17,13 +17,14 @@ permutation is a permutation of one axis.
 """
 
 import functools
+import math
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from manifold_metric import archs
+from manifold_metric import archs, text
 from manifold_metric.permutations import Axis, PermSpec
 
 _init = nn.initializers.normal(0.02)  # BERT's initializer range
@@ -32,6 +33,11 @@ _ln = functools.partial(nn.LayerNorm, epsilon=1e-12)
 
 def _gelu(x):
   return nn.gelu(x, approximate=False)  # BERT's erf GELU
+
+
+def _at(x, positions):
+  """The rows of x at flat positions of its (batch, seq) axes; all of x if None."""
+  return x if positions is None else x.reshape(-1, x.shape[-1])[positions]
 
 
 class SelfAttention(nn.Module):
@@ -105,17 +111,28 @@ class BERT(nn.Module):
       raise ValueError(f"sequence length {ids.shape[-1]} exceeds max_len {self.max_len}")
     return self.ln(self.tokens(ids) + self.positions[: ids.shape[-1]])
 
-  def mlm(self, x, positions=None):
-    if positions is not None:  # only these flat positions (a loss's masked ones)
-      x = x.reshape(-1, x.shape[-1])[positions]
+  def mlm(self, x):
     x = self.mlm_ln(_gelu(self.mlm_dense(x)))
     return self.tokens.attend(x) + self.mlm_bias  # tied output projection
 
   def encode(self, x, positions=None):
     """Layer 0's input -> logits (at `positions` of the flattened batch only)."""
-    for layer in self.layers:
-      x = layer(x)
-    return self.mlm(x, positions)
+    return self._ffn_on(0, self.layers[0].attend(x), None, positions)
+
+  def _ffn_on(self, layer, r, z, positions):
+    """Logits at `positions` from layer `layer`'s FFN input r and its
+    pre-activation z (None: computed from r). Everything after the last
+    layer's attention is per token, so it runs at `positions` only: a loss
+    over the masked positions skips the last FFN and the vocabulary
+    projection elsewhere."""
+    last = layer == len(self.layers) - 1
+    if last:
+      r, z = _at(r, positions), (None if z is None else _at(z, positions))
+    lyr = self.layers[layer]
+    x = lyr.contract(r, lyr.expand(r) if z is None else z)
+    if last:
+      return self.mlm(x)
+    return self._ffn_on(layer + 1, self.layers[layer + 1].attend(x), None, positions)
 
   def _residual(self, ids, layer):
     x = self.embed(ids)
@@ -132,13 +149,10 @@ class BERT(nn.Module):
     not depend on the FFN's weights, so it is recomputed from ids; inside
     barrier.barrier_set it is loop-invariant and XLA hoists it out of the loop
     (checked in the compiled HLO)."""
-    x = self.layers[layer].contract(self._residual(ids, layer), z)
-    for lyr in self.layers[layer + 1 :]:
-      x = lyr(x)
-    return self.mlm(x, positions)
+    return self._ffn_on(layer, self._residual(ids, layer), z, positions)
 
-  def __call__(self, ids):
-    return self.encode(self.embed(ids))
+  def __call__(self, ids, positions=None):
+    return self.encode(self.embed(ids), positions)
 
 
 # ------------------------------------------------------------------ build, init
@@ -159,6 +173,39 @@ def mlm_loss(logits, labels, weights):
   """Cross-entropy averaged over the positions with weight (the masked ones)."""
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def mask_capacity(n: int, rate: float = text.MASK_RATE) -> int:
+  """Room for masked positions in a training batch of n tokens: the mean
+  plus 10 standard deviations of Binomial(n, rate), at most n. More are
+  masked with probability below exp(-n KL) (Chernoff; 1.5e-18 at 512
+  tokens, less for more); `masked_positions` then makes the loss NaN, which
+  `train.fit` stops on, never a loss over a cut set of positions."""
+  return min(n, math.ceil(n * rate + 10 * math.sqrt(n * rate * (1 - rate))))
+
+
+def masked_positions(weights, capacity: int):
+  """The masked positions of a batch, for a loss over them alone.
+
+  Projecting only the masked positions onto the vocabulary gives the MLM
+  loss of every position (the others have weight 0) at a fraction of its
+  cost: with 15% masking and a vocabulary larger than the model, the output
+  projection and softmax are most of a small BERT's forward pass.
+
+  Args:
+    weights: (batch, seq) 1.0 at masked positions, as `text.mask_tokens`.
+    capacity: the positions returned (`mask_capacity`), fixed for jit.
+
+  Returns:
+    (positions, w): (capacity,) flat indices of the masked positions in
+    order, padded with position 0, and their weights (0 for padding; NaN
+    everywhere if more than `capacity` positions are masked).
+  """
+  flat = weights.reshape(-1)
+  (positions,) = jnp.nonzero(flat > 0, size=capacity, fill_value=0)
+  count = jnp.sum(flat > 0)
+  w = jnp.where(jnp.arange(capacity) < count, flat[positions], 0.0)
+  return positions, jnp.where(count > capacity, jnp.nan, w)
 
 
 # --------------------------------------------------------------- neuron groups

@@ -24,6 +24,8 @@ SPECIALS = ("[PAD]", "[MASK]", "<unk>")
 PAD_ID, MASK_ID, UNK_ID = range(len(SPECIALS))
 SPECIAL_IDS = tuple(range(len(SPECIALS)))
 EOS = "<eos>"
+# BERT's share of masked (predicted) positions.
+MASK_RATE = 0.15
 
 
 # A split is read as it is, or compressed (the copy shipped with the package).
@@ -117,7 +119,7 @@ def sequences(ids, seq_len: int) -> np.ndarray:
 
 
 def mask_tokens(
-    key, ids, vocab_size: int, rate: float = 0.15, special_ids: tuple[int, ...] = SPECIAL_IDS
+    key, ids, vocab_size: int, rate: float = MASK_RATE, special_ids: tuple[int, ...] = SPECIAL_IDS
 ):
   """BERT masking: (inputs, labels, weights), each shaped like ids.
 

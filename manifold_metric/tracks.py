@@ -158,8 +158,11 @@ class _LM:
     return text.mask_tokens(key, train[rows], arch.vocab_size)
 
   def train_loss(self, arch, variables, batch):
+    """The MLM loss, evaluated at the masked positions only (`bert.masked_positions`)."""
     inputs, labels, weights = batch
-    return bert.mlm_loss(self.build(arch).apply(variables, inputs), labels, weights), variables
+    positions, w = bert.masked_positions(weights, bert.mask_capacity(weights.size))
+    logits = self.build(arch).apply(variables, inputs, positions)
+    return bert.mlm_loss(logits, labels.reshape(-1)[positions], w), variables
 
   def val_data(self, ds):
     return ds["val"]

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from manifold_metric import archs, barrier, bert, permutations, probe, study, text, walks
+from manifold_metric import archs, barrier, bert, permutations, probe, study, text, tracks, walks
 
 DATA = study.bundled_dir("wikitext")  # the real text shipped with the package
 VOCAB, SEQ = 2000, 32
@@ -106,6 +106,40 @@ def test_mlm_loss_counts_only_weighted_positions():
   ce = -logp[np.arange(2)[:, None], np.arange(5), labels]
   want = (ce[0, 0] + ce[0, 3] + ce[1, 2]) / 3
   np.testing.assert_allclose(jax.jit(bert.mlm_loss)(logits, labels, weights), want, rtol=1e-6)
+
+
+def test_the_loss_at_the_masked_positions_is_the_loss_of_every_position(variables, batch):
+  module, (inputs, labels, weights) = bert.build(ARCH), batch
+  full = bert.mlm_loss(module.apply(variables, inputs), labels, weights)
+  count = int(weights.sum())
+  for capacity in (count, bert.mask_capacity(weights.size, rate=0.3)):
+    positions, w = jax.jit(bert.masked_positions, static_argnums=1)(weights, capacity)
+    assert positions.shape == (capacity,) and float(w.sum()) == count
+    masked = bert.mlm_loss(
+        module.apply(variables, inputs, positions), labels.reshape(-1)[positions], w
+    )
+    np.testing.assert_allclose(masked, full, rtol=1e-6)
+  # The training track's loss is the same.
+  loss, _ = jax.jit(functools.partial(tracks.LM.train_loss, ARCH))(variables, batch)
+  np.testing.assert_allclose(loss, full, rtol=1e-6)
+
+
+def test_more_masked_positions_than_room_make_the_loss_nan(variables, batch):
+  inputs, labels, weights = batch
+  positions, w = bert.masked_positions(weights, int(weights.sum()) - 1)
+  logits = bert.build(ARCH).apply(variables, inputs, positions)
+  assert np.isnan(bert.mlm_loss(logits, labels.reshape(-1)[positions], w))
+
+
+def test_mask_capacity_is_ten_standard_deviations_above_the_mean():
+  assert bert.mask_capacity(512) == 158  # 76.8 + 10 * 8.08
+  assert bert.mask_capacity(4) == 4  # never more than the batch
+  # The bound holds: no batch of the real masking comes near it.
+  counts = [
+      int(MASK(jax.random.key(k), np.full((16, 32), 5, np.int32), VOCAB)[2].sum())
+      for k in range(50)
+  ]
+  assert max(counts) < 76.8 + 5 * 8.08
 
 
 def test_stem_head_compose(variables, batch):
