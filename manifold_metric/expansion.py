@@ -140,3 +140,24 @@ def candidates(
   after = [r["performance"] for r in tracks.validate(new_arch, theta, ds, hp)]
   tracks.check_preserved(arch, performance, after, what, seeds)
   return new_arch, theta
+
+
+def setting_candidates(
+    arch: archs.Arch, phi, metas, expansions: dict, seeds, ds: dict, hp: dict, setting: str
+) -> dict:
+  """theta^(0) of every seed for each of a setting's expansions (`candidates`).
+
+  Args:
+    arch, phi, seeds, ds, hp: as in `candidates`.
+    metas: phi*'s checkpoint metadata per seed (its "performance" is A(phi*)).
+    expansions: the config's expansion entries by name.
+    setting: the setting's name, for errors ("expansion <name> of <setting>").
+
+  Returns:
+    {name: (the expanded architecture, theta^(0) stacked over seeds)}.
+  """
+  performance = [m["performance"] for m in metas]
+  return {
+      e: candidates(arch, phi, spec, seeds, ds, hp, performance, f"expansion {e} of {setting}")
+      for e, spec in expansions.items()
+  }

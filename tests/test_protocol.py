@@ -80,6 +80,22 @@ def test_candidates_are_each_seeds_expansion_checked_to_preserve(digits, phi):
     expansion.candidates(arch, stacked, spec, seeds, digits, {}, wrong, "expansion x2 of s")
 
 
+def test_setting_candidates_expand_every_entry_and_name_it(digits, phi):
+  arch, stacked, performance = phi
+  metas = [{"performance": a, "seed": s} for a, s in zip(performance, [3, 5, 8])]
+  specs = {"w7": {"kind": "widen_first", "width": 7}, "d": {"kind": "deepen", "after": 0}}
+  got = expansion.setting_candidates(arch, stacked, metas, specs, [3, 5, 8], digits, {}, "s")
+  assert list(got) == ["w7", "d"]
+  for e, spec in specs.items():
+    want_arch, want = expansion.expand_seeds(arch, stacked, spec, [3, 5, 8])
+    assert got[e][0] == want_arch
+    for a, b in zip(jax.tree.leaves(got[e][1]), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(a, b)
+  metas[1]["performance"] += 0.01
+  with pytest.raises(RuntimeError, match="expansion w7 of s, seed 5"):
+    expansion.setting_candidates(arch, stacked, metas, specs, [3, 5, 8], digits, {}, "s")
+
+
 def test_an_expansion_that_changes_the_function_is_caught(digits, phi, monkeypatch):
   arch, stacked, performance = phi
   real = expansion.expand_seeds

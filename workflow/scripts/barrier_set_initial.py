@@ -14,19 +14,14 @@ ds = tracks.load_dataset(snakemake.input.data)
 arch, phi, metas = checkpoints.load_stacked(snakemake.input.base)
 index, zeros = np.arange(len(p.seeds)), np.zeros(len(p.seeds), int)
 models = [barrier_tables.Models("base", arch, phi, index, zeros, {g: g for g in arch.groups()})]
-for e, spec in p.expansions.items():
-  new_arch, theta = expansion.candidates(
-      arch,
-      phi,
-      spec,
-      p.seeds,
-      ds,
-      p.train,
-      [m["performance"] for m in metas],
-      f"expansion {e} of {w.setting}",
-  )
+theta0 = expansion.setting_candidates(
+    arch, phi, metas, p.expansions, p.seeds, ds, p.train, w.setting
+)
+for e, (new_arch, theta) in theta0.items():
   models.append(
-      barrier_tables.Models(e, new_arch, theta, index, zeros, archs.expanded(arch, spec)[1])
+      barrier_tables.Models(
+          e, new_arch, theta, index, zeros, archs.expanded(arch, p.expansions[e])[1]
+      )
   )
 table = barrier_tables.table(
     models,

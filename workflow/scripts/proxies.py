@@ -14,18 +14,10 @@ w, p = snakemake.wildcards, snakemake.params
 ds = tracks.load_dataset(snakemake.input.data)
 arch, phi, metas = checkpoints.load_stacked(snakemake.input.base)
 batches = tracks.metric_batches(arch, ds, p.seeds, p.batch_size)
-models = {"base": (arch, phi)}
-for e, spec in p.expansions.items():
-  models[e] = expansion.candidates(
-      arch,
-      phi,
-      spec,
-      p.seeds,
-      ds,
-      p.train,
-      [m["performance"] for m in metas],
-      f"expansion {e} of {w.setting}",
-  )
+models = {
+    "base": (arch, phi),
+    **expansion.setting_candidates(arch, phi, metas, p.expansions, p.seeds, ds, p.train, w.setting),
+}
 rows = []
 for name, (a, variables) in models.items():
   scores = proxies.score_all(a, variables, batches)
