@@ -13,6 +13,7 @@ from manifold_metric import checkpoints, expansion, tables, tracks, train
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 ds = tracks.load_dataset(snakemake.input.data)
 arch, phi, metas = checkpoints.load_stacked(snakemake.input.base)
+perf = [m["performance"] for m in metas]
 arch, theta = expansion.setting_candidates(
     arch, phi, metas, {w.expansion: p.expansion}, p.seeds, ds, p.train, w.setting
 )[w.expansion]
