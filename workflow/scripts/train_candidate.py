@@ -14,9 +14,9 @@ w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 ds = tracks.load_dataset(snakemake.input.data)
 arch, phi, metas = checkpoints.load_stacked(snakemake.input.base)
 perf = [m["performance"] for m in metas]
-arch, theta = expansion.setting_candidates(
-    arch, phi, metas, {w.expansion: p.expansion}, p.seeds, ds, p.train, w.setting
-)[w.expansion]
+arch, theta = expansion.candidates(
+    arch, phi, p.expansion, p.seeds, ds, p.train, perf, f"expansion {w.expansion} of {w.setting}"
+)
 metas = [{**m, "expansion": p.expansion} for m in metas]
 checkpoints.save_seeds(out.expanded, arch, theta, metas)
 
