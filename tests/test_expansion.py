@@ -115,7 +115,7 @@ def _structure(tree):
 def test_expansion_preserves_function(kind, sizes, spec):
   arch = _arch(kind, **sizes)
   v = _variables(arch)
-  new_arch, new_v = expansion.expand(arch, v, spec, jax.random.key(4))
+  new_arch, new_v = expansion.expand(arch, v, spec, 4)
   assert new_arch == archs.expanded(arch, spec)[0] != arch
   assert _structure(new_v) == _structure(_shapes(new_arch))
   _assert_same_function(
@@ -139,7 +139,7 @@ def test_expansion_preserves_function(kind, sizes, spec):
 )
 def test_bert_expansion_preserves_function(spec):
   v = _variables(BERT_ARCH)
-  new_arch, new_v = expansion.expand(BERT_ARCH, v, spec, jax.random.key(5))
+  new_arch, new_v = expansion.expand(BERT_ARCH, v, spec, 5)
   assert new_arch == archs.expanded(BERT_ARCH, spec)[0]
   assert new_arch.heads == BERT_ARCH.heads and new_arch.hidden == BERT_ARCH.hidden
   assert _structure(new_v) == _structure(_shapes(new_arch))
@@ -152,7 +152,7 @@ def test_bert_expansion_preserves_function(spec):
 def test_bert_expansion_changes_only_the_widened_layers():
   v = _variables(BERT_ARCH)
   spec = {"steps": [{"kind": "widen", "layer": 1, "width": 33}]}
-  _, new_v = expansion.expand(BERT_ARCH, v, spec, jax.random.key(5))
+  _, new_v = expansion.expand(BERT_ARCH, v, spec, 5)
   old, new = v["params"], new_v["params"]
   for leaf in ("ffn_in", "ffn_out"):
     np.testing.assert_array_equal(new["layers_0"][leaf]["kernel"], old["layers_0"][leaf]["kernel"])
@@ -161,7 +161,8 @@ def test_bert_expansion_changes_only_the_widened_layers():
   )
 
 
-def test_expand_seeds_is_expand_of_each_seed_with_its_key():
+def test_expand_seeds_is_expand_of_each_seed_with_its_seed():
+  """A seed's expansion does not depend on the other seeds of the stack."""
   arch = _arch("cnn", channels=[4, 6])
   spec = {
       "steps": [
@@ -176,7 +177,7 @@ def test_expand_seeds_is_expand_of_each_seed_with_its_key():
   new_arch, got = expansion.expand_seeds(arch, stacked, spec, seeds)
   assert new_arch == archs.expanded(arch, spec)[0]
   for i, (seed, v) in enumerate(zip(seeds, models)):
-    want_arch, want = expansion.expand(arch, v, spec, jax.random.key(seed))
+    want_arch, want = expansion.expand(arch, v, spec, seed)
     assert want_arch == new_arch
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_array_equal(np.asarray(a)[i], b)
@@ -186,23 +187,26 @@ def test_expand_seeds_is_expand_of_each_seed_with_its_key():
   assert not np.array_equal(kernel[0], kernel[1])
 
 
-def test_step_i_is_keyed_by_fold_in():
-  """Step i widens its groups with the keys split from fold_in(key, i), one per
-  group in order: the sequence is the literal chain of `widen` calls."""
+def test_step_i_group_j_of_seed_s_draws_from_generator_s_i_j():
+  """Step i widens its groups in order, group j with the replicas and shares
+  of numpy's generator [s, i, j]: the sequence is the literal chain of
+  `widen` calls."""
   arch = _arch("mlp", hidden=[6, 4])
-  v = _variables(arch)
-  key = jax.random.key(7)
+  v = jax.tree.map(lambda a: a[None], _variables(arch))
   spec = {
       "steps": [{"kind": "widen", "layer": 1, "width": 7}, {"kind": "widen_all", "factor": 1.5}]
   }
-  _, got = expansion.expand(arch, v, spec, key)
+  _, got = expansion.expand_seeds(arch, v, spec, [7])
   groups = lambda a: image_models.neuron_groups(a)
-  k0 = jax.random.split(jax.random.fold_in(key, 0), 1)[0]
-  want = expansion.widen(groups(arch)["hiddens_1"], v, 7, k0)
-  a1 = archs.MLP((6, 7), 10)
-  k1 = jax.random.split(jax.random.fold_in(key, 1), 2)
-  want = expansion.widen(groups(a1)["hiddens_0"], want, 9, k1[0])
-  want = expansion.widen(groups(archs.MLP((9, 7), 10))["hiddens_1"], want, 11, k1[1])
+
+  def step(spec, v, new, i, j):
+    rng = np.random.default_rng([7, i, j])
+    g = expansion.replication_map(rng, spec.size, new)
+    return expansion.widen(spec, v, g[None], expansion.shares(rng, g, spec.size)[None])
+
+  want = step(groups(arch)["hiddens_1"], v, 7, 0, 0)
+  want = step(groups(archs.MLP((6, 7), 10))["hiddens_0"], want, 9, 1, 0)
+  want = step(groups(archs.MLP((9, 7), 10))["hiddens_1"], want, 11, 1, 1)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(a, b)
 
@@ -210,9 +214,7 @@ def test_step_i_is_keyed_by_fold_in():
 def test_widen_sizes_and_replication():
   arch = _arch("cnn")
   v = _variables(arch)
-  new_arch, new_v = expansion.expand(
-      arch, v, {"kind": "widen_first", "width": 12}, jax.random.key(0)
-  )
+  new_arch, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 12}, 0)
   assert new_arch.channels == (12, 32)
   old_k, new_k = v["params"]["convs_0"]["kernel"], new_v["params"]["convs_0"]["kernel"]
   np.testing.assert_array_equal(new_k[..., :8], old_k)
@@ -224,7 +226,7 @@ def test_widen_sizes_and_replication():
 def test_batch_norm_copied_per_replicated_channel():
   arch = _arch("resnet18", **SMALL_RESNET)
   v = _variables(arch)
-  _, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 12}, jax.random.key(0))
+  _, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 12}, 0)
   for leaf in ("mean", "var"):
     old = v["batch_stats"]["stem_bn"][leaf]
     new = np.asarray(new_v["batch_stats"]["stem_bn"][leaf])
@@ -236,40 +238,43 @@ def test_batch_norm_copied_per_replicated_channel():
 def test_division_only_at_consumer():
   """Replicas' consumer rows sum to the original row; producers untouched."""
   arch = _arch("mlp")
-  v = _variables(arch)
+  v = jax.tree.map(lambda a: a[None], _variables(arch))
   spec = probe.spec(arch)
-  g = expansion.replication_map(jax.random.key(1), 20, 40)
-  f = expansion.shares(jax.random.key(2), g, 20, "random")
-  np.testing.assert_allclose(jax.ops.segment_sum(f, g, num_segments=20), 1.0, rtol=1e-6)
-  assert float(f.min()) > 0 and len(np.unique(np.asarray(f))) > 20  # random shares
-  new_v = expansion.widen(spec, v, 40, jax.random.key(0))
-  w_out, new_out = v["params"]["out"]["kernel"], new_v["params"]["out"]["kernel"]
-  gg = expansion.replication_map(jax.random.split(jax.random.key(0))[0], 20, 40)
-  summed = jax.ops.segment_sum(new_out, gg, num_segments=20)
+  rng = np.random.default_rng(1)
+  g = expansion.replication_map(rng, 20, 40)
+  f = expansion.shares(rng, g, 20, "random")
+  np.testing.assert_allclose(np.bincount(g, f, minlength=20), 1.0, rtol=1e-12)
+  assert f.min() > 0 and len(np.unique(f)) > 20  # random shares
+  new_v = expansion.widen(spec, v, g[None], f[None])
+  w_out, new_out = v["params"]["out"]["kernel"][0], new_v["params"]["out"]["kernel"][0]
+  summed = np.stack([new_out[g == i].sum(0) for i in range(20)])
   np.testing.assert_allclose(summed, w_out, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(
-      new_v["params"]["hiddens_0"]["bias"], v["params"]["hiddens_0"]["bias"][gg]
+      new_v["params"]["hiddens_0"]["bias"][0], v["params"]["hiddens_0"]["bias"][0][g]
+  )
+  np.testing.assert_array_equal(
+      new_v["params"]["hiddens_0"]["kernel"][0], v["params"]["hiddens_0"]["kernel"][0][:, g]
   )
 
 
 def test_uniform_split_divides_by_count():
-  g = jnp.array([0, 1, 0, 0])
+  g = np.array([0, 1, 0, 0])
   np.testing.assert_allclose(expansion.shares(None, g, 2, "uniform"), [1 / 3, 1, 1 / 3, 1 / 3])
   with pytest.raises(ValueError, match="unknown split 'half'"):
     expansion.shares(None, g, 2, "half")
   with pytest.raises(ValueError, match="cannot widen 4 neurons to 3"):
-    expansion.replication_map(jax.random.key(0), 4, 3)
+    expansion.replication_map(np.random.default_rng(0), 4, 3)
 
 
 def test_deepen_inserts_identity_layers():
   arch = _arch("cnn", channels=[4, 6])
-  v = _variables(arch)
+  v = jax.tree.map(lambda *a: np.stack(a), _variables(arch, 0), _variables(arch, 1))
   new_arch, new_v = expansion.deepen(arch, v, after=0, count=2)
   assert new_arch.channels == (4, 4, 4, 6)
   p = new_v["params"]
   for i in (1, 2):
     k = np.asarray(p[f"convs_{i}"]["kernel"])
-    assert k.shape == (3, 3, 4, 4) and (k[1, 1] == np.eye(4)).all() and k.sum() == 4
+    assert k.shape == (2, 3, 3, 4, 4) and (k[:, 1, 1] == np.eye(4)).all() and k.sum() == 8
     assert (np.asarray(p[f"convs_{i}"]["bias"]) == 0).all()
   np.testing.assert_array_equal(p["convs_3"]["kernel"], v["params"]["convs_1"]["kernel"])
   np.testing.assert_array_equal(p["fc"]["kernel"], v["params"]["fc"]["kernel"])
@@ -278,9 +283,7 @@ def test_deepen_inserts_identity_layers():
 def test_widened_model_still_permutation_invariant():
   arch = _arch("cnn")
   v = _variables(arch)
-  new_arch, new_v = expansion.expand(
-      arch, v, {"kind": "widen_first", "width": 16}, jax.random.key(0)
-  )
+  new_arch, new_v = expansion.expand(arch, v, {"kind": "widen_first", "width": 16}, 0)
   spec = probe.spec(new_arch)
   assert spec.size == 16
   vp = permutations.permute(spec, new_v, jax.random.permutation(jax.random.key(5), 16))
@@ -299,7 +302,7 @@ def test_widened_model_still_permutation_invariant():
 def test_bad_expansions_are_named(spec, match):
   arch = _arch("cnn")
   with pytest.raises(ValueError, match=match):
-    expansion.expand(arch, _variables(arch), spec, jax.random.key(0))
+    expansion.expand(arch, _variables(arch), spec, 0)
 
 
 # ---------------------------------------------------- identity layers and the barriers
@@ -324,7 +327,7 @@ def _deepened_barriers(kind, sizes, spec, groups=None):
       ),
       shapes,
   )
-  new_arch, new_v = expansion.expand(arch, v, spec, jax.random.key(0))
+  new_arch, new_v = expansion.expand(arch, v, spec, 0)
   _, lineage = archs.expanded(arch, spec)
   stack = lambda t: jax.tree.map(lambda a: np.asarray(a)[None], t)
   out = {}
