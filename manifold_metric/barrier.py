@@ -158,7 +158,8 @@ def barrier_sets(
 
   Args:
     probe, spec: the loss as head(stem(x)) and the group permuted.
-    variables: the models, stacked on a leading instance axis (I).
+    variables: the models, stacked on a leading instance axis (I); evaluated
+      S (seeds) at a time.
     batches: one batch per seed, stacked on a leading seed axis (S).
     walks: (S, W, n + 1, size) nodes (`walks.seed_walks`).
     seed_of: (I,) the seed (row of batches and walks) of each instance;
@@ -187,18 +188,29 @@ def barrier_sets(
   if chunk < 1 or (instance_chunk is not None and instance_chunk < 1):
     raise ValueError(f"chunk and instance_chunk must be positive, got {chunk}, {instance_chunk}")
   sigmas, inverse = distinct_steps(walks)
-  b, tau = _instance_barriers(
-      probe,
-      spec,
-      variables,
-      batches,
-      jnp.asarray(sigmas),
-      jnp.asarray(seed_of, jnp.int32),
-      chunk,
-      chunk if instance_chunk is None else instance_chunk,
-  )
-  b = np.take_along_axis(np.asarray(b), inverse[seed_of], axis=1).reshape(len(seed_of), W, n1 - 1)
-  return (b, np.asarray(tau)) if with_resolution else b
+  # Instances go in blocks of S (the last padded with instance 0), one call
+  # of one compiled program each: the barrier sets of a model at t = 0 (one
+  # instance per seed) and of its trained epochs (S per epoch) then compile
+  # the same program, which JAX's persistent cache holds for the second job.
+  I = len(seed_of)
+  order = np.concatenate([np.arange(I), np.zeros(-I % S, int)]).reshape(-1, S)
+  sigmas, blocks = jnp.asarray(sigmas), []
+  for rows in order:
+    blocks.append(
+        _instance_barriers(
+            probe,
+            spec,
+            jax.tree.map(lambda a: a[rows], variables),
+            batches,
+            sigmas,
+            jnp.asarray(seed_of[rows], jnp.int32),
+            chunk,
+            chunk if instance_chunk is None else instance_chunk,
+        )
+    )
+  b, tau = (np.concatenate([np.asarray(x[k]) for x in blocks])[:I] for k in (0, 1))
+  b = np.take_along_axis(b, inverse[seed_of], axis=1).reshape(I, W, n1 - 1)
+  return (b, tau) if with_resolution else b
 
 
 @functools.partial(jax.jit, static_argnames=("probe", "spec", "chunk", "instance_chunk"))
