@@ -21,7 +21,9 @@ logits (all positions) with respect to the embedding output, one row per
 sequence.
 
 Each score is one jitted core, vmapped over seeds and compiled once per arch,
-so that `time_scores` measures computation, not compilation.
+so that `time_scores` measures computation, not compilation. A study scores
+each model once, so there the cores are compiled for compile time, not run
+time (`ONCE`); Table 4 (`time_proxies`) times the default build.
 """
 
 import functools
@@ -38,6 +40,9 @@ from manifold_metric import archs, image_models, probe, tracks
 JACOV_K = 1e-5  # Mellor et al.'s eigenvalue offset
 _BN_EPS = 1e-5  # image_models._bn's epsilon; var = 1 - eps makes eval-mode BN exactly x
 NAMES = ("gradnorm", "snip", "grasp", "synflow", "jacov")
+# XLA options for a program that runs once: LLVM at -O0 compiles TinyBERT's
+# GraSP in 3.7 s instead of 5.7 s, and its one run takes about as long.
+ONCE = {"xla_backend_optimization_level": 0}
 
 
 def _is_kernel(path) -> bool:
@@ -76,8 +81,9 @@ def _bn_identity(variables):
 
 
 @functools.cache
-def _cores(arch: archs.Arch) -> dict:
-  """The jitted score cores of an architecture, each vmapped over seeds."""
+def _cores(arch: archs.Arch, once: bool) -> dict:
+  """The jitted score cores of an architecture, each vmapped over seeds;
+  compiled with ONCE if `once`."""
   track, loss_of = tracks.of(arch), probe.probe(arch)
   bn = image_models.has_batch_norm(arch) if not archs.is_lm(arch) else False
 
@@ -122,14 +128,14 @@ def _cores(arch: archs.Arch) -> dict:
     return jax.grad(f)(x).reshape(x.shape[0], -1)
 
   return {
-      name: jax.jit(jax.vmap(fn))
+      name: jax.jit(jax.vmap(fn), compiler_options=ONCE if once else None)
       for name, fn in dict(
           gradnorm_snip=gradnorm_snip, grasp=grasp, synflow=synflow, jacobian=jacobian
       ).items()
   }
 
 
-def gradnorm_snip(arch: archs.Arch, variables, batches):
+def gradnorm_snip(arch: archs.Arch, variables, batches, once: bool = True):
   """(GradNorm, SNIP) per seed: sum over kernels of ||dL/dW||_2 (Frobenius),
   and sum over kernel entries of |w * dL/dw| (Lee et al., 2018).
 
@@ -138,18 +144,19 @@ def gradnorm_snip(arch: archs.Arch, variables, batches):
     variables: one model per seed, stacked.
     batches: each seed's metric batch, stacked (`tracks.metric_batches`);
       so for every score.
+    once: compiled for one run (`ONCE`), or for speed; so for every score.
   """
-  g, s = _cores(arch)["gradnorm_snip"](variables, batches)
+  g, s = _cores(arch, once)["gradnorm_snip"](variables, batches)
   return np.asarray(g, np.float64), np.asarray(s, np.float64)
 
 
-def grasp(arch: archs.Arch, variables, batches) -> np.ndarray:
+def grasp(arch: archs.Arch, variables, batches, once: bool = True) -> np.ndarray:
   """Per seed: sum over kernel entries of -w * (H g), g = dL/dw over all
   kernels (Wang et al., 2020)."""
-  return np.asarray(_cores(arch)["grasp"](variables, batches), np.float64)
+  return np.asarray(_cores(arch, once)["grasp"](variables, batches), np.float64)
 
 
-def synflow(arch: archs.Arch, variables, batches) -> np.ndarray:
+def synflow(arch: archs.Arch, variables, batches, once: bool = True) -> np.ndarray:
   """Per seed: sum over kernel entries of |w * dR/dw| at |params| (Tanaka et
   al., 2020).
 
@@ -162,10 +169,10 @@ def synflow(arch: archs.Arch, variables, batches) -> np.ndarray:
   mean 0, var 1 - eps, scale 1, bias 0) and applied in eval mode.
   """
   with jax.enable_x64(True):
-    return np.asarray(_cores(arch)["synflow"](variables, batches), np.float64)
+    return np.asarray(_cores(arch, once)["synflow"](variables, batches), np.float64)
 
 
-def jacov(arch: archs.Arch, variables, batches) -> np.ndarray:
+def jacov(arch: archs.Arch, variables, batches, once: bool = True) -> np.ndarray:
   """Per seed: -sum(log(v + k) + 1 / (v + k)) over the eigenvalues v of the
   correlation matrix of the per-example input Jacobians (Mellor et al.,
   2021), k = 1e-5. For BERT the Jacobian of a sequence's summed logits (all
@@ -176,7 +183,7 @@ def jacov(arch: archs.Arch, variables, batches) -> np.ndarray:
   Jacobian is constant (e.g. all its ReLUs are dead): its correlations are
   undefined.
   """
-  jac = np.asarray(_cores(arch)["jacobian"](variables, batches), np.float64)
+  jac = np.asarray(_cores(arch, once)["jacobian"](variables, batches), np.float64)
   centered = jac - jac.mean(axis=2, keepdims=True)
   norm = np.linalg.norm(centered, axis=2, keepdims=True)
   with np.errstate(invalid="ignore", divide="ignore"):
@@ -203,7 +210,8 @@ def score_all(arch: archs.Arch, variables, batches) -> dict[str, np.ndarray]:
 
 
 def time_proxies(arch: archs.Arch, variables, batches, repeats: int = 3) -> dict[str, float]:
-  """Mean seconds per call of each proxy after a warm-up (compiling) call.
+  """Mean seconds per call of each proxy after a warm-up (compiling) call,
+  each compiled for speed.
 
   The calls return numpy arrays, so each timing waits for the device.
   GradNorm and SNIP share one gradient: each is charged the shared call.
@@ -217,9 +225,9 @@ def time_proxies(arch: archs.Arch, variables, batches, repeats: int = 3) -> dict
   }
   times = {}
   for name, fn in calls.items():
-    fn(arch, variables, batches)
+    fn(arch, variables, batches, once=False)
     start = time.perf_counter()
     for _ in range(repeats):
-      fn(arch, variables, batches)
+      fn(arch, variables, batches, once=False)
     times[name] = (time.perf_counter() - start) / repeats
   return times

@@ -239,6 +239,14 @@ def test_synflow_ignores_batch_norm_state_but_not_kernels():
   assert _synflow(RESNET, doubled, batch) > 1.5 * base
 
 
+def test_scores_compiled_for_one_run_are_those_compiled_for_speed():
+  """The study's build (`proxies.ONCE`) and Table 4's agree to float32 rounding."""
+  v, batch = _setup(CNN, (6, 6, 1))
+  for fn in (proxies.gradnorm_snip, proxies.grasp, proxies.synflow, proxies.jacov):
+    once, fast = (np.asarray(fn(CNN, _stack(v), _stack(batch), once=o)) for o in (True, False))
+    np.testing.assert_allclose(once, fast, rtol=1e-5, err_msg=fn.__name__)
+
+
 def test_time_proxies_reports_every_proxy():
   v, batch = _setup(MLP, (2, 2, 1))
   times = proxies.time_proxies(MLP, _stack(v), _stack(batch), repeats=2)
