@@ -5,11 +5,55 @@ Built from an `archs.MLP`, `archs.CNN` or `archs.ResNet18`. Every model has
 `head` (the rest), so `__call__ = head o stem`.
 """
 
+import functools
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from manifold_metric import archs
 from manifold_metric.permutations import Axis, PermSpec
+
+# Up to this many output features a Dense layer computes its weight gradient
+# transposed (`_narrow_dot`).
+NARROW = 16
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _narrow_matmul(x, kernel, precision):
+  return jnp.matmul(x, kernel, precision=precision)
+
+
+def _narrow_fwd(x, kernel, precision):
+  return jnp.matmul(x, kernel, precision=precision), (x, kernel)
+
+
+def _narrow_bwd(precision, res, g):
+  x, kernel = res
+  lead = tuple(range(x.ndim - 1))
+  # XLA:CPU computes dL/dkernel = x^T g, an (in, out) result with few
+  # columns, 2-7x slower than the same products as the (out, in) result
+  # g^T x (benchmarks/README.md); the barrier keeps XLA from folding the
+  # transpose back into the slow form.
+  grad_t = jax.lax.optimization_barrier(
+      jnp.tensordot(g, x, axes=(lead, lead), precision=precision)
+  )
+  return jnp.matmul(g, kernel.T, precision=precision), grad_t.T
+
+
+_narrow_matmul.defvjp(_narrow_fwd, _narrow_bwd)
+
+
+def _narrow_dot(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
+  """`lax.dot_general` as nn.Dense calls it, with `_narrow_bwd`'s gradient."""
+  if dimension_numbers != (((x.ndim - 1,), (0,)), ((), ())) or preferred_element_type:
+    raise ValueError(f"_narrow_dot is a Dense layer's product, not {dimension_numbers}")
+  return _narrow_matmul(x, kernel, precision)
+
+
+def dense(features: int) -> nn.Dense:
+  """nn.Dense; where it has at most NARROW outputs, with `_narrow_dot`."""
+  return nn.Dense(features, dot_general=_narrow_dot if features <= NARROW else None)
 
 
 class MLP(nn.Module):
@@ -17,8 +61,8 @@ class MLP(nn.Module):
   num_classes: int
 
   def setup(self):
-    self.hiddens = [nn.Dense(h) for h in self.hidden]
-    self.out = nn.Dense(self.num_classes)
+    self.hiddens = [dense(h) for h in self.hidden]
+    self.out = dense(self.num_classes)
 
   def stem(self, x, train=False):
     return self.hiddens[0](x.reshape(x.shape[0], -1))
@@ -41,8 +85,8 @@ class CNN(nn.Module):
 
   def setup(self):
     self.convs = [nn.Conv(c, (3, 3), padding="SAME") for c in self.channels]
-    self.fc = nn.Dense(self.dense)
-    self.out = nn.Dense(self.num_classes)
+    self.fc = dense(self.dense)
+    self.out = dense(self.num_classes)
 
   def stem(self, x, train=False):
     return self.convs[0](x)
@@ -106,7 +150,7 @@ class ResNet18(nn.Module):
         blocks.append(Block(mid, out, stride, stride != 1 or width != out))
         width = out
     self.blocks = blocks
-    self.out = nn.Dense(self.num_classes)
+    self.out = dense(self.num_classes)
 
   def stem(self, x, train=False):
     return self.stem_conv(x)

@@ -125,3 +125,34 @@ def test_build_needs_the_datas_classes():
 def test_build_names_a_non_image_architecture():
   with pytest.raises(ValueError, match="not an image architecture"):
     image_models.build(archs.BERT(1, 8, 2, (8,), 50, 8))
+
+
+@pytest.mark.parametrize("features", [3, image_models.NARROW])
+def test_narrow_dense_has_plain_dense_value_gradient_and_hessian(features):
+  # A loss with curvature, through vmap, on a batch with two leading axes:
+  # value, gradient and a Hessian-vector product (GraSP's forward over
+  # reverse) equal those of nn.Dense up to float32 summation order.
+  import flax.linen as nn
+
+  narrow, plain = image_models.dense(features), nn.Dense(features)
+  assert narrow.dot_general is not None and plain.dot_general is None
+  x = jax.random.normal(jax.random.key(1), (2, 5, 7, 6))
+  params = jax.vmap(lambda k: plain.init(k, x[0]))(jax.random.split(jax.random.key(2), 2))
+
+  def loss(module, p, xs):
+    return jnp.sum(jnp.tanh(module.apply(p, xs)) ** 2)
+
+  def hvp(module, p, xs):
+    g = lambda q: jax.grad(loss, argnums=1)(module, q, xs)
+    return jax.jvp(g, (p,), (g(p),))[1]
+
+  for f in (loss, jax.grad(loss, argnums=1), hvp):
+    got = jax.jit(jax.vmap(functools.partial(f, narrow)))(params, x)
+    want = jax.jit(jax.vmap(functools.partial(f, plain)))(params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+
+
+def test_only_narrow_layers_take_the_transposed_gradient():
+  assert image_models.dense(image_models.NARROW + 1).dot_general is None
+  with pytest.raises(ValueError, match="Dense layer's product"):
+    image_models._narrow_dot(jnp.ones((2, 3)), jnp.ones((2, 4)), (((0,), (0,)), ((), ())))
