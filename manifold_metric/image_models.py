@@ -35,9 +35,7 @@ def _narrow_bwd(precision, res, g):
   # columns, 2-7x slower than the same products as the (out, in) result
   # g^T x (benchmarks/README.md); the barrier keeps XLA from folding the
   # transpose back into the slow form.
-  grad_t = jax.lax.optimization_barrier(
-      jnp.tensordot(g, x, axes=(lead, lead), precision=precision)
-  )
+  grad_t = jax.lax.optimization_barrier(jnp.tensordot(g, x, axes=(lead, lead), precision=precision))
   return jnp.matmul(g, kernel.T, precision=precision), grad_t.T
 
 
