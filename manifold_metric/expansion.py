@@ -15,7 +15,7 @@ import numpy as np
 from flax import traverse_util
 
 from manifold_metric import archs, tracks
-from manifold_metric.permutations import PermSpec
+from manifold_metric.permutations import PermSpec, blocked
 
 
 def replication_map(rng: np.random.Generator, old: int, new: int) -> np.ndarray:
@@ -32,19 +32,6 @@ def shares(rng: np.random.Generator | None, g, old: int, split: str = "random") 
   g = np.asarray(g)
   w = np.ones(g.shape) if split == "uniform" else rng.uniform(0.5, 1.5, g.shape)
   return w / np.bincount(g, w, minlength=old)[g]
-
-
-def _group_view(x, axis: int, size: int, inner: int):
-  """x (seeds, ...) with one model's `axis` split into (outer, size, inner),
-  and the position of `size` in the result."""
-  axis = axis % (x.ndim - 1) + 1
-  if x.shape[axis] % (size * inner):
-    raise ValueError(
-        f"axis {axis - 1} of length {x.shape[axis]} is not a multiple of group size {size} "
-        f"x inner {inner}"
-    )
-  blocks = (x.shape[axis] // (size * inner), size, inner)
-  return x.reshape(x.shape[:axis] + blocks + x.shape[axis + 1 :]), axis + 1
 
 
 def _on_axis(a, ndim: int, axis: int):
@@ -69,7 +56,8 @@ def widen(spec: PermSpec, variables, g, f):
   flat = traverse_util.flatten_dict(variables, sep="/")
   for a in spec.axes:
     x = np.asarray(flat[a.path])
-    xr, at = _group_view(x, a.axis, spec.size, a.inner)
+    # a.axis counts one model's axes; x has the seed axis in front.
+    xr, at = blocked(x, a.axis % (x.ndim - 1) + 1, spec.size, a.inner)
     out = np.take_along_axis(xr, _on_axis(g, xr.ndim, at), axis=at)
     if a.role == "in":
       out = out * _on_axis(f, xr.ndim, at).astype(x.dtype)

@@ -46,7 +46,7 @@ class PermSpec:
     return tuple(dict.fromkeys(a.path for a in self.axes))
 
 
-def _blocked(x, axis: int, size: int, inner: int):
+def blocked(x, axis: int, size: int, inner: int):
   """Reshapes `axis` of x into (outer, size, inner); returns array, group axis."""
   axis = axis % x.ndim
   length = x.shape[axis]
@@ -60,18 +60,9 @@ def _blocked(x, axis: int, size: int, inner: int):
 
 def take(x, index, axis: int, size: int, inner: int = 1):
   """Gathers the neuron group on `axis` of x by `index` (any length)."""
-  xr, gaxis = _blocked(x, axis, size, inner)
+  xr, gaxis = blocked(x, axis, size, inner)
   out = jnp.take(xr, index, axis=gaxis)
   return out.reshape(x.shape[: axis % x.ndim] + (-1,) + x.shape[axis % x.ndim + 1 :])
-
-
-def scale(x, factors, axis: int, inner: int = 1):
-  """Multiplies the neuron group on `axis` of x by per-neuron `factors`."""
-  size = factors.shape[0]
-  xr, gaxis = _blocked(x, axis, size, inner)
-  shape = [1] * xr.ndim
-  shape[gaxis] = size
-  return (xr * factors.reshape(shape).astype(x.dtype)).reshape(x.shape)
 
 
 def get(variables, path: str):
@@ -87,7 +78,7 @@ def check(spec: PermSpec, variables) -> None:
           f"permutation spec names '{a.path}', which the model "
           f"does not have; it has {sorted(flat)}"
       )
-    _blocked(flat[a.path], a.axis, spec.size, a.inner)
+    blocked(flat[a.path], a.axis, spec.size, a.inner)
 
 
 @functools.partial(jax.jit, static_argnames="spec")
