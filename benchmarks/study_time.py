@@ -8,8 +8,11 @@ fresh clone after the README's first command). Job-seconds are the sum over
 jobs of the time from a job's start to its end as the log stamps them (to the
 second). Start-up is measured here, in fresh processes of this interpreter:
 the imports of a job that runs a model (Python, JAX, Flax, Optax and the
-package, as train_candidate.py imports them) and of a job that reads tables
-and draws (pandas, pyarrow, matplotlib), times the number of such jobs. Run
+package, as train_candidate.py imports them), of one that prepares data
+(the package's readers), of one that reads and writes tables (pandas,
+pyarrow, SciPy and the package's table modules, the most any such script
+imports) and of one that draws (pandas, pyarrow, matplotlib), each times
+the number of such jobs. Run
 it with the interpreter of the project's environment, on an idle machine:
 the figures of a loaded one are not comparable.
 """
@@ -28,20 +31,32 @@ import time
 IMPORTS = {
     "model": "import jax, flax, optax; from manifold_metric import checkpoints, expansion, "
     "tables, tracks, train",
-    "table": "import pandas, pyarrow.parquet, matplotlib.pyplot; from manifold_metric import "
+    "data": "from manifold_metric import data, text",
+    "table": "import pandas, pyarrow.parquet, scipy.stats; from manifold_metric import "
+    "correlation, files, gain, metric, ranking, tables",
+    "figure": "import pandas, pyarrow.parquet, matplotlib.pyplot; from manifold_metric import "
     "plots, tables",
 }
-# Rules whose scripts import no JAX.
+# Rules by what their scripts import: data preparation (the package's
+# readers; text.py imports JAX), tables (no JAX), figures (matplotlib).
+DATA_RULES = {"build_vocab", "prepare_dataset"}
 TABLE_RULES = {
-    "build_vocab",
-    "prepare_dataset",
     "metrics",
     "scratch_metrics",
     "correlations",
     "correlation_summary",
     "ranking",
     "ranking_outcome",
-} | {f"figure{i}" for i in range(1, 13)}
+}
+FIGURE_RULES = {f"figure{i}" for i in range(1, 13)}
+
+
+def kind(rule: str) -> str:
+  """Which of IMPORTS a rule's script pays."""
+  for name, rules in (("data", DATA_RULES), ("table", TABLE_RULES), ("figure", FIGURE_RULES)):
+    if rule in rules:
+      return name
+  return "model"
 
 
 def jobs(log: str) -> list[tuple[str, float]]:
@@ -79,7 +94,8 @@ def main():
       default=IMPORTS["model"],
       help="what a model job imports (another version of the package: its own)",
   )
-  parser.add_argument("--table-imports", default=IMPORTS["table"])
+  for k in ("data", "table", "figure"):
+    parser.add_argument(f"--{k}-imports", default=IMPORTS[k])
   args = parser.parse_args()
   logs = sorted(glob.glob(os.path.join(args.project, ".snakemake", "log", "*.snakemake.log")))
   if not logs:
@@ -92,21 +108,17 @@ def main():
   per_rule = {}
   for rule, seconds in done:
     per_rule.setdefault(rule, []).append(seconds)
-  startup = {
-      "model": import_seconds(args.model_imports),
-      "table": import_seconds(args.table_imports),
-  }
-  n_table = sum(len(v) for r, v in per_rule.items() if r in TABLE_RULES)
-  n_model = len(done) - n_table
+  imports = {k: getattr(args, f"{k}_imports") for k in IMPORTS}
+  startup = {k: import_seconds(code) for k, code in imports.items()}
+  count = {k: sum(len(v) for r, v in per_rule.items() if kind(r) == k) for k in IMPORTS}
   job_seconds = sum(s for _, s in done)
-  start_total = n_model * startup["model"] + n_table * startup["table"]
+  start_total = sum(count[k] * startup[k] for k in IMPORTS)
   result = {
       "log": logs[-1],
       "wall_s": wall,
       "jobs": len(done),
       "job_seconds": job_seconds,
-      "model_jobs": n_model,
-      "table_jobs": n_table,
+      "jobs_by_imports": count,
       "import_s": startup,
       "startup_s": start_total,
       "startup_share": start_total / job_seconds,
@@ -117,9 +129,9 @@ def main():
       f"{job_seconds:.0f} job-seconds"
   )
   print(
-      f"start-up: {startup['model']:.2f} s per job that runs a model ({n_model} jobs), "
-      f"{startup['table']:.2f} s per table or figure job ({n_table}): {start_total:.0f} s, "
-      f"{100 * result['startup_share']:.0f}% of the job-seconds"
+      "start-up: "
+      + ", ".join(f"{startup[k]:.2f} s x {count[k]} {k} jobs" for k in IMPORTS)
+      + f" = {start_total:.0f} s, {100 * result['startup_share']:.1f}% of the job-seconds"
   )
   for rule, v in sorted(per_rule.items(), key=lambda kv: -sum(kv[1])):
     print(f"  {rule:24s} {len(v):4d} jobs {sum(v):7.0f} s")
