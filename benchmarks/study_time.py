@@ -12,9 +12,9 @@ package, as train_candidate.py imports them), of one that prepares data
 (the package's readers), of one that reads and writes tables (pandas,
 pyarrow, SciPy and the package's table modules, the most any such script
 imports) and of one that draws (pandas, pyarrow, matplotlib), each times
-the number of such jobs. Run
-it with the interpreter of the project's environment, on an idle machine:
-the figures of a loaded one are not comparable.
+the number of such jobs. Run it with the interpreter of the project's
+environment, on an idle machine: the figures of a loaded one are not
+comparable.
 """
 
 import argparse
