@@ -9,6 +9,7 @@ epochs 20 and 3000), one seed, so that a signal lands mid-job. Files are found
 by their results/ paths and a job's log by its expansion, whatever job
 trains them; redone jobs are counted from Snakemake's job stats."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -36,6 +37,17 @@ OUTPUTS = {"epoch0020.msgpack", "epoch3000.msgpack", "log.parquet"}
 INITIAL = f"results/barriers/{S}/initial/seed0.parquet"  # a job of seconds
 PAST_20 = r"epoch (2[1-9]|[3-9]\d|\d{3,4})/3000"  # epoch0020.msgpack was written
 EXIT_WITHIN = 10  # seconds from the signal to snakemake's exit, on 2 busy cores
+
+
+def xla_threads(pid: int) -> int:
+  """Threads of XLA's CPU pool in a running process (one per core unless
+  PJRT_NPROC says otherwise)."""
+  task = Path(f"/proc/{pid}/task")
+  names = []
+  for t in task.iterdir():
+    with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+      names.append((t / "comm").read_text().strip())
+  return names.count("tf_XLAEigen")
 
 
 def config(**changes) -> str:
@@ -281,9 +293,13 @@ def test_sigkill_of_snakemake_orphans_its_job_and_the_same_command_stops_and_red
   proc = start(p, TABLE["x2"])
   wait_until(p, proc, "x2 trained past epoch 20", lambda: trained_past_20(p, "x2"))
   orphans = jobs(p)
-  # The job got the workflow's JAX setting although this process lacks it.
+  # The job got the workflow's JAX settings although this process lacks them:
+  # no GPU preallocation, and one CPU thread, as Snakemake counts a job.
   assert orphans and all(
-      o.environ().get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false" for o in orphans.values()
+      o.environ().get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false"
+      and o.environ().get("PJRT_NPROC") == "1"
+      and xla_threads(o.pid) == 1
+      for o in orphans.values()
   )
   # SIGKILL to Snakemake alone (`kill -9 <pid>`, a lost session): its job
   # is orphaned and keeps training; the lock and incomplete markers stay.

@@ -36,8 +36,12 @@ SLURM = Path(os.environ.get("MANIFOLD_METRIC_SLURM_SCRIPTS", ROOT.parent / "shar
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server"]
 TABLES = ("barriers", "metrics", "correlations")
 TARGET = "results/correlations/digits-mlp.parquet"
-# Without the variable, so the test sees what the workflow itself sets for jobs.
-ENV = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+# Without the variables, so the test sees what the workflow itself sets for jobs.
+ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("XLA_PYTHON_CLIENT_PREALLOCATE", "PJRT_NPROC", "SLURM_CPUS_PER_TASK")
+}
 
 
 def bounded(seconds: int, *cmd) -> list[str]:
@@ -206,6 +210,8 @@ def test_small_study_on_slurm_equals_local_run(cluster, tmp_path):
   assert jobs, "no job process seen"
   for exe, env in jobs.values():
     assert "SLURM_JOB_ID" in env and env.get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false"
+    # XLA's CPU threads: the job's allocation, not the 1 of the submitting run.
+    assert env.get("PJRT_NPROC") == env.get("SLURM_CPUS_PER_TASK", "1"), env
     assert Path(exe).parent == Path(sys.executable).parent
 
   # Same seeds, same numbers: Slurm jobs see the same CPUs as local ones here.

@@ -33,8 +33,12 @@ def copy_project(project: Path, dest: Path) -> Path:
   return Path(shutil.copytree(project, dest, symlinks=True))
 
 
-# Without the variable, so tests see what the workflow itself sets for jobs.
-ENV = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+# Without the variables, so tests see what the workflow itself sets for jobs.
+ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("XLA_PYTHON_CLIENT_PREALLOCATE", "PJRT_NPROC", "SLURM_CPUS_PER_TASK")
+}
 # The Slurm plugin, loaded by every snakemake, runs `scontrol show config` at
 # start; with Slurm's client installed (test_slurm) but no controller running
 # that waits 10 s. An empty Slurm config fails at once; these runs are local.

@@ -21,6 +21,17 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# XLA's CPU backend sizes its thread pool to every core it sees, but to
+# Snakemake every local job is one thread: `--cores 2` ran two jobs of two
+# threads on two cores (12% more CPU time per job, 3.7x the involuntary
+# context switches of a study; benchmarks/README.md). So a local job gets one
+# thread (an exported PJRT_NPROC wins), a Slurm job the CPUs of its
+# allocation. On a GPU this sizes the host's CPU backend, which computes
+# nothing there.
+if "SLURM_CPUS_PER_TASK" in os.environ:
+    os.environ["PJRT_NPROC"] = os.environ["SLURM_CPUS_PER_TASK"]
+else:
+    os.environ.setdefault("PJRT_NPROC", "1")
 
 SETTINGS = config["settings"]
 LM = config.get("lm", {})
