@@ -180,6 +180,25 @@ def test_adam_has_no_weight_decay_and_adamw_has():
     train.optimizer({"optimizer": "sgd", "lr": 0.1})
 
 
+def test_adam_updates_are_optax_adams_and_share_adamws_program():
+  params = {"w": jnp.linspace(-1.0, 1.0, 7), "b": jnp.ones((3,))}
+  grads = [jax.tree.map(lambda a, i=i: jnp.sin(a * (i + 2.0)), params) for i in range(4)]
+  ours, ref = train.optimizer({"optimizer": "adam", "lr": 0.1}), optax.adam(0.1)
+  s_ours, s_ref, p_ours, p_ref = ours.init(params), ref.init(params), params, params
+  for g in grads:
+    u, s_ours = ours.update(g, s_ours, p_ours)
+    v, s_ref = ref.update(g, s_ref, p_ref)
+    p_ours, p_ref = optax.apply_updates(p_ours, u), optax.apply_updates(p_ref, v)
+  # Adam as AdamW with a weight decay of 0: optax's Adam, bit for bit.
+  jax.tree.map(np.testing.assert_array_equal, p_ours, p_ref)
+  # The decay is an input, not a constant: one compiled update for both.
+  texts = []
+  for kind in ("adam", "adamw"):
+    tx = train.optimizer({"optimizer": kind, "lr": 0.1, "weight_decay": 0.5})
+    texts.append(jax.jit(tx.update).lower(grads[0], tx.init(params), params).as_text())
+  assert texts[0] == texts[1]
+
+
 def test_warmup_then_cosine_schedule():
   tx = train.optimizer({"optimizer": "adam", "lr": 1.0, "warmup": 2}, total_steps=10)
   params, grad = {"w": jnp.zeros(())}, {"w": jnp.ones(())}
