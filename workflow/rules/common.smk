@@ -28,8 +28,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # thread (an exported PJRT_NPROC wins), a Slurm job the CPUs of its
 # allocation. On a GPU this sizes the host's CPU backend, which computes
 # nothing there.
-if "SLURM_CPUS_PER_TASK" in os.environ:
-    os.environ["PJRT_NPROC"] = os.environ["SLURM_CPUS_PER_TASK"]
+if os.environ.get("SLURM_CPUS_PER_TASK"):
+    os.environ.update(PJRT_NPROC=os.environ.get("SLURM_CPUS_PER_TASK"))
 else:
     os.environ.setdefault("PJRT_NPROC", "1")
 
