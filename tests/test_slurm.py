@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.workflow import CLEAN_ENV as ENV
 from tests.workflow import ROOT, SMALL_CONFIG, SNAKEMAKE, make_project
 
 pytestmark = pytest.mark.slurm
@@ -36,12 +37,6 @@ SLURM = Path(os.environ.get("MANIFOLD_METRIC_SLURM_SCRIPTS", ROOT.parent / "shar
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server"]
 TABLES = ("barriers", "metrics", "correlations")
 TARGET = "results/correlations/digits-mlp.parquet"
-# Without the variables, so the test sees what the workflow itself sets for jobs.
-ENV = {
-    k: v
-    for k, v in os.environ.items()
-    if k not in ("XLA_PYTHON_CLIENT_PREALLOCATE", "PJRT_NPROC", "SLURM_CPUS_PER_TASK")
-}
 
 
 def bounded(seconds: int, *cmd) -> list[str]:

@@ -34,7 +34,7 @@ def copy_project(project: Path, dest: Path) -> Path:
 
 
 # Without the variables, so tests see what the workflow itself sets for jobs.
-ENV = {
+CLEAN_ENV = {
     k: v
     for k, v in os.environ.items()
     if k not in ("XLA_PYTHON_CLIENT_PREALLOCATE", "PJRT_NPROC", "SLURM_CPUS_PER_TASK")
@@ -42,7 +42,7 @@ ENV = {
 # The Slurm plugin, loaded by every snakemake, runs `scontrol show config` at
 # start; with Slurm's client installed (test_slurm) but no controller running
 # that waits 10 s. An empty Slurm config fails at once; these runs are local.
-ENV["SLURM_CONF"] = "/dev/null"
+ENV = {**CLEAN_ENV, "SLURM_CONF": "/dev/null"}
 
 
 def snakemake(project: Path, *args, timeout=900, check=True) -> subprocess.CompletedProcess:

@@ -23,13 +23,13 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # XLA's CPU backend sizes its thread pool to every core it sees, but to
 # Snakemake every local job is one thread: `--cores 2` ran two jobs of two
-# threads on two cores (12% more CPU time per job, 3.7x the involuntary
+# threads on two cores (10-13% more CPU time per job, 3.7x the involuntary
 # context switches of a study; benchmarks/README.md). So a local job gets one
 # thread (an exported PJRT_NPROC wins), a Slurm job the CPUs of its
 # allocation. On a GPU this sizes the host's CPU backend, which computes
 # nothing there.
-if os.environ.get("SLURM_CPUS_PER_TASK"):
-    os.environ.update(PJRT_NPROC=os.environ.get("SLURM_CPUS_PER_TASK"))
+if slurm_cpus := os.environ.get("SLURM_CPUS_PER_TASK"):
+    os.environ.update(PJRT_NPROC=slurm_cpus)
 else:
     os.environ.setdefault("PJRT_NPROC", "1")
 
