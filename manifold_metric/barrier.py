@@ -12,7 +12,11 @@ weights, so the midpoint's is the mean of the stem output and its gather,
 computed once; only the midpoint of the remaining permuted leaves is
 materialized, per step, inside the loop. What is left per distinct step is
 one evaluation of the probe's head (benchmarks/README.md has the
-measurements).
+measurements). Where the probe splits its head at the group's consumer
+(`probe.Split`: BERT's FFN output below the last layer), a step's midpoint
+changes the consumer's output by the terms of the neurons the step moves
+(2 ceil(log2 l) of l), which replace the consumer's matmul over all l: that
+halved TinyBERT's barriers of its first FFN (l = 1536).
 
 Resolution. A barrier that is 0 in exact arithmetic (two Net2Net replicas at
 the expansion, or two dead neurons, swapped: the midpoint computes the same
@@ -45,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from manifold_metric import permutations
 from manifold_metric.permutations import PermSpec, take
 from manifold_metric.probe import Probe
 
@@ -188,6 +193,7 @@ def barrier_sets(
   if chunk < 1 or (instance_chunk is not None and instance_chunk < 1):
     raise ValueError(f"chunk and instance_chunk must be positive, got {chunk}, {instance_chunk}")
   sigmas, inverse = distinct_steps(walks)
+  moved = sparse_rows(sigmas) if probe.split is not None else None
   # Instances go in blocks of S (the last padded with instance 0), one call
   # of one compiled program each: the barrier sets of a model at t = 0 (one
   # instance per seed) and of its trained epochs (S per epoch) then compile
@@ -204,6 +210,7 @@ def barrier_sets(
             batches,
             sigmas,
             jnp.asarray(seed_of[rows], jnp.int32),
+            moved,
             chunk,
             chunk if instance_chunk is None else instance_chunk,
         )
@@ -221,25 +228,49 @@ def _instance_barriers(
     batches,
     sigmas,
     seed_of,
+    moved,
     chunk: int,
     instance_chunk: int,
 ):
-  """_step_barriers of every instance against its seed's batch and steps,
-  with its resolution."""
+  """_step_barriers of every instance against its seed's batch and steps
+  (and their moved neurons, or None), with its resolution."""
 
   def one(args):
     v, s = args
     batch = jax.tree.map(lambda a: a[s], batches)
-    return _step_barriers(probe, spec, v, batch, sigmas[s], chunk)
+    rows = None if moved is None else moved[s]
+    return _step_barriers(probe, spec, v, batch, sigmas[s], rows, chunk)
 
   return jax.lax.map(
       one, (variables, seed_of), batch_size=None if instance_chunk == 1 else instance_chunk
   )
 
 
-def _step_barriers(probe: Probe, spec: PermSpec, variables, batch, sigmas, chunk: int):
+def sparse_rows(sigmas: np.ndarray) -> np.ndarray | None:
+  """The neurons each step moves, for a probe with a `Split` head.
+
+  Args:
+    sigmas: (..., U, size) steps (`distinct_steps`).
+
+  Returns:
+    (..., U, M) indices, the moved neurons of each step first, then unmoved
+    ones, M the most any step moves rounded up to a power of two (few
+    compilations); None when M exceeds half the group, where the dense
+    midpoint costs about as much.
+  """
+  size = sigmas.shape[-1]
+  moved = sigmas != np.arange(size)
+  most = max(int(moved.sum(axis=-1).max()), 1)
+  M = 1 << (most - 1).bit_length()
+  if 2 * M > size:
+    return None
+  return np.argsort(~moved, axis=-1, kind="stable")[..., :M].astype(np.int32)
+
+
+def _step_barriers(probe: Probe, spec: PermSpec, variables, batch, sigmas, rows, chunk: int):
   """|b(theta, sigma theta)| at alpha = 0.5 for each row sigma of `sigmas`,
-  0 where at most the resolution tau; and tau."""
+  0 where at most the resolution tau; and tau. rows: None, or each step's
+  moved neurons (`sparse_rows`) for the probe's `Split` head."""
   z = probe.stem(variables, batch)
 
   def one(sigma):
@@ -250,13 +281,41 @@ def _step_barriers(probe: Probe, spec: PermSpec, variables, batch, sigmas, chunk
   # bit for bit): the same compiled code as every L(mid), so that a midpoint
   # computed like theta gives exactly L(theta). (Evaluated outside the loop,
   # XLA may fuse and round it differently.)
-  sigmas = jnp.concatenate([jnp.arange(spec.size, dtype=sigmas.dtype)[None], sigmas])
+  identity = jnp.arange(spec.size, dtype=sigmas.dtype)
+  sigmas = jnp.concatenate([identity[None], sigmas])
+  steps = sigmas
+  if rows is not None:
+    one = _split_step(probe.split, variables, z, batch)
+    steps = (sigmas, jnp.concatenate([identity[None, : rows.shape[-1]], rows]))
   # batch_size=1 would still vmap (over a unit axis); None is the plain scan.
-  mids = jax.lax.map(one, sigmas, batch_size=None if chunk == 1 else chunk)
+  mids = jax.lax.map(one, steps, batch_size=None if chunk == 1 else chunk)
   end = mids[0]
   b = jnp.abs(mids[1:] - end)
   tau = _resolution(probe, variables, z, batch, end)
   return jnp.where(b <= tau, jnp.zeros_like(b), b), tau
+
+
+def _split_step(split, variables, z, batch):
+  """The loss at the midpoint (theta + sigma theta) / 2 of a step that moves
+  the neurons `rows`, from the consumer's output at theta: the midpoint's
+  differs by those neurons' terms alone (`probe.Split`), M of them instead
+  of the whole group (2 ceil(log2 l) of l = 1536 FFN neurons). Unmoved rows
+  are masked to exact zeros, so the identity gives exactly the output at
+  theta."""
+  zr, carry = split.rows(variables, z, batch)
+  y = split.out(variables, zr)
+  w = permutations.get(variables, split.kernel)
+
+  def one(step):
+    sigma, rows = step
+    other = sigma[rows]
+    keep = (other != rows).astype(zr.dtype)
+    zi = jnp.take(zr, rows, axis=-1)
+    zm = 0.5 * (zi + jnp.take(zr, other, axis=-1))
+    delta = (split.act(zm) * keep) @ (0.5 * (w[rows] + w[other])) - (split.act(zi) * keep) @ w[rows]
+    return split.rest(variables, carry, y + delta, batch)
+
+  return one
 
 
 def _resolution(probe: Probe, variables, z, batch, loss, eps=None):

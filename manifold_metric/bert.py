@@ -31,7 +31,7 @@ _init = nn.initializers.normal(0.02)  # BERT's initializer range
 _ln = functools.partial(nn.LayerNorm, epsilon=1e-12)
 
 
-def _gelu(x):
+def gelu(x):
   return nn.gelu(x, approximate=False)  # BERT's erf GELU
 
 
@@ -77,7 +77,7 @@ class EncoderLayer(nn.Module):
     return self.ffn_in(r)
 
   def contract(self, r, z):
-    return self.ln2(r + self.ffn_out(_gelu(z)))
+    return self.ln2(r + self.ffn_out(gelu(z)))
 
   def __call__(self, x):
     r = self.attend(x)
@@ -112,7 +112,7 @@ class BERT(nn.Module):
     return self.ln(self.tokens(ids) + self.positions[: ids.shape[-1]])
 
   def mlm(self, x):
-    x = self.mlm_ln(_gelu(self.mlm_dense(x)))
+    x = self.mlm_ln(gelu(self.mlm_dense(x)))
     return self.tokens.attend(x) + self.mlm_bias  # tied output projection
 
   def encode(self, x, positions=None):
@@ -125,14 +125,34 @@ class BERT(nn.Module):
     layer's attention is per token, so it runs at `positions` only: a loss
     over the masked positions skips the last FFN and the vocabulary
     projection elsewhere."""
-    last = layer == len(self.layers) - 1
-    if last:
-      r, z = _at(r, positions), (None if z is None else _at(z, positions))
+    r, z = self._rows(layer, r, z, positions)
     lyr = self.layers[layer]
-    x = lyr.contract(r, lyr.expand(r) if z is None else z)
-    if last:
+    return self.after_ffn(r, lyr.ffn_out(gelu(lyr.expand(r) if z is None else z)), layer, positions)
+
+  def _rows(self, layer, r, z, positions):
+    """r and z at the rows the rest of the model reads: `positions` after
+    the last layer's attention, every row before."""
+    if layer == len(self.layers) - 1:
+      return _at(r, positions), (None if z is None else _at(z, positions))
+    return r, z
+
+  def after_ffn(self, r, y, layer, positions=None):
+    """Logits from layer `layer`'s FFN input r and FFN output y (at the rows
+    of `ffn_rows`)."""
+    x = self.layers[layer].ln2(r + y)
+    if layer == len(self.layers) - 1:
       return self.mlm(x)
     return self._ffn_on(layer + 1, self.layers[layer + 1].attend(x), None, positions)
+
+  def ffn_rows(self, z, ids, layer=0, positions=None):
+    """(z, r): layer `layer`'s FFN pre-activation z (`stem`) and its input r
+    at the rows the rest of the model reads, as `after_ffn` takes them."""
+    r, z = self._rows(layer, self._residual(ids, layer), z, positions)
+    return z, r
+
+  def ffn_out(self, z, layer=0):
+    """Layer `layer`'s FFN output from its pre-activation z."""
+    return self.layers[layer].ffn_out(gelu(z))
 
   def _residual(self, ids, layer):
     x = self.embed(ids)

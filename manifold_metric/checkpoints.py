@@ -47,12 +47,14 @@ def load_checkpoint(path):
 
 
 def model_of(variables, i: int = 0):
-  """Model i of variables stacked over models, as numpy arrays."""
-  return jax.tree.map(lambda a: np.asarray(a[i]), variables)
+  """Model i of variables stacked over models, as numpy arrays (sliced on
+  the host: indexing a JAX array compiles a slice per leaf shape)."""
+  return jax.tree.map(lambda a: np.asarray(a)[i], variables)
 
 
 def save_seeds(paths, arch, variables, metas) -> None:
   """Model i of `variables` (stacked over seeds) to paths[i], with metas[i]."""
+  variables = jax.device_get(variables)  # one transfer, then numpy slices
   for i, (path, meta) in enumerate(zip(paths, metas)):
     save_checkpoint(path, arch, model_of(variables, i), meta)
 

@@ -16,9 +16,25 @@ from manifold_metric import archs, tracks
 from manifold_metric.permutations import PermSpec
 
 
+class Split(NamedTuple):
+  """The head at the group's consumer, a dense layer fed act(z): head(v, z,
+  batch) = rest(v, carry, out(v, zr), batch) with (zr, carry) = rows(v, z,
+  batch) (zr: z at the rows the rest reads) and out(v, zr) = act(zr) @ v[kernel]
+  + bias, the group on the kernel's axis 0. The head reads no other leaf of
+  the group. A midpoint that moves few neurons changes `out` by those
+  neurons' rows alone (`barrier`)."""
+
+  rows: Callable[[Any, Any, Any], Any]
+  act: Callable[[Any], Any]
+  out: Callable[[Any, Any], Any]
+  kernel: str
+  rest: Callable[[Any, Any, Any, Any], Any]
+
+
 class Probe(NamedTuple):
   stem: Callable[[Any, Any], Any]
   head: Callable[[Any, Any, Any], Any]
+  split: Split | None = None
 
   def loss(self, variables, batch):
     return self.head(variables, self.stem(variables, batch), batch)
@@ -33,7 +49,8 @@ def probe(arch: archs.Arch, group: str | None = None) -> Probe:
 @functools.cache
 def _probe(arch: archs.Arch, group: str) -> Probe:
   track = tracks.of(arch)
-  return Probe(track.stem(arch, group), track.head(arch, group))
+  split = track.split(arch, group)
+  return Probe(track.stem(arch, group), track.head(arch, group), split and Split(**split))
 
 
 def spec(arch: archs.Arch, group: str | None = None) -> PermSpec:

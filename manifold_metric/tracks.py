@@ -122,6 +122,9 @@ class _Image:
         image_models.apply(arch, v, z, train=train, method="head"), batch[1]
     )
 
+  def split(self, arch, group):
+    return None  # groups of a few neurons: a midpoint moves most of them
+
   def features(self, arch, variables, batch):
     """The input the proxies SynFlow and Jacov differentiate: the image."""
     return batch[0]
@@ -170,16 +173,21 @@ class _LM:
   def evaluate(self, arch, variables, val, hp):
     """-log of the mean MLM loss over every masked position of the
     validation sequences, masked once with key 0 (the same masks for every
-    epoch and model), jittable."""
+    epoch and model), jittable. As in training, only the masked positions
+    are projected onto the vocabulary (`bert.masked_positions`): about 45%
+    of the evaluation's work is elsewhere."""
     module, bs, n = self.build(arch), hp["eval_batch_size"], val.shape[0]
     nb = -(-n // bs)
     inputs, labels, weights = text.mask_tokens(jax.random.key(0), val, arch.vocab_size)
     pad = lambda a: jnp.pad(a, ((0, nb * bs - n), (0, 0))).reshape(nb, bs, -1)
+    capacity = bert.mask_capacity(bs * val.shape[1])
 
     def one(batch):  # padded rows have weight 0
       i, l, w = batch
-      ce = optax.softmax_cross_entropy_with_integer_labels(module.apply(variables, i), l)
-      return jnp.sum(ce * w), jnp.sum(w)
+      positions, pw = bert.masked_positions(w, capacity)
+      logits = module.apply(variables, i, positions)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, l.reshape(-1)[positions])
+      return jnp.sum(ce * pw), jnp.sum(pw)
 
     total, count = jax.lax.map(one, (pad(inputs), pad(labels), pad(weights)))
     loss = total.sum() / jnp.maximum(count.sum(), 1.0)
@@ -215,6 +223,28 @@ class _LM:
     else:  # heads_0: the whole encoder above the embedding
       logits = lambda v, z, batch: module.apply(v, z, positions=batch[1], method="encode")
     return lambda v, z, batch: cross_entropy(logits(v, z, batch), batch[2], batch[3])
+
+  def split(self, arch, group):
+    """An FFN group's head at its FFN output (`probe.Split`'s fields); None
+    for the heads, and for the last layer's FFN, which runs at the masked
+    positions only: there the split saved nothing (TinyBERT, FFN 1536)."""
+    layer = int(group.split("_")[1]) if group.startswith("ffn_") else arch.layers - 1
+    if layer == arch.layers - 1:
+      return None
+    module = self.build(arch)
+    return dict(
+        rows=lambda v, z, batch: module.apply(
+            v, z, batch[0], layer=layer, positions=batch[1], method="ffn_rows"
+        ),
+        act=bert.gelu,
+        out=lambda v, z: module.apply(v, z, layer=layer, method="ffn_out"),
+        kernel=f"params/layers_{layer}/ffn_out/kernel",
+        rest=lambda v, r, y, batch: cross_entropy(
+            module.apply(v, r, y, layer, positions=batch[1], method="after_ffn"),
+            batch[2],
+            batch[3],
+        ),
+    )
 
   def features(self, arch, variables, batch):
     """The embedding output: SynFlow's all-ones input and Jacov's input

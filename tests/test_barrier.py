@@ -741,3 +741,51 @@ def test_resolution_is_the_rule_of_the_module_docstring(family):
   label, arch, v = models[0]
   got = float(jax.jit(barrier.resolution, static_argnums=0)(probe.probe(arch), v, pbatch, 1.0))
   assert got * EPS32 == pytest.approx(sets[label][3], rel=1e-4)  # eps given: 1 instead
+
+
+def test_split_head_moves_only_the_moved_neurons_rows():
+  """A 2-layer BERT's first FFN (32 neurons, 10 moved per step: 16 rows of
+  the FFN's output kernel instead of 32; 28 silenced by zero outgoing
+  weights, so that some steps are exactly 0), and its Net2Net widening (64):
+  the engine against Algorithm 1 run literally in float64, exact zeros
+  included, and against the engine without the split, within their
+  resolution."""
+  arch = archs.BERT(layers=2, hidden=16, heads=2, ffn=(32, 32), vocab_size=VOCAB, max_len=SEQ)
+  mask = jax.jit(text.mask_tokens, static_argnames="vocab_size")
+  batch = tuple(
+      np.asarray(a) for a in mask(jax.random.key(3), _token_sequences(3, BERT_PROBE), VOCAB)
+  )
+  pbatch = _one_probe_batch(batch)
+  rng = np.random.default_rng(1)
+  v = _bert_variables(arch, rng)
+  for name in ("ffn_in", "ffn_out"):  # fan-in scale: barriers well above the resolution
+    k = permutations.get(v, f"params/layers_0/{name}/kernel")
+    k = rng.normal(0, k.shape[0] ** -0.5, k.shape)
+    if name == "ffn_out":
+      k[4:] = 0.0
+    v = _with_leaf(v, f"params/layers_0/{name}/kernel", k)
+  wide_arch, wide = expansion.expand(
+      arch, v, {"steps": [{"kind": "widen", "layer": 0, "factor": 2}]}, 0
+  )
+  for a, variables in ((arch, v), (wide_arch, wide)):
+    p, spec = probe.probe(a, "ffn_0"), probe.spec(a, "ffn_0")
+    assert p.split is not None and probe.probe(a, "ffn_1").split is None  # the last runs dense
+    nodes = walks.random_walk(4, spec.size, 60)
+    assert barrier.sparse_rows(barrier.steps(nodes)).shape[-1] <= spec.size // 2
+    engine, tau = barrier.barrier_sets(
+        p, spec, _stack(variables), _stack(pbatch), nodes[None, None], with_resolution=True
+    )
+    dense = barrier.barrier_sets(
+        p._replace(split=None), spec, _stack(variables), _stack(pbatch), nodes[None, None]
+    )
+    lit, raw, lit_tau = _literal_float64(a, p, spec, variables, batch, pbatch, nodes)
+    assert float(tau[0]) == pytest.approx(lit_tau, rel=1e-4)
+    # Where a barrier is within a factor 2 of tau, float32 cannot decide it.
+    decidable = ~((raw >= lit_tau / 2) & (raw <= 2 * lit_tau))
+    assert decidable.mean() > 0.9
+    assert np.any(lit == 0) and np.any(lit > 1e-4)
+    np.testing.assert_array_equal((engine[0, 0] == 0)[decidable], (lit == 0)[decidable])
+    np.testing.assert_allclose(
+        engine[0, 0], lit, rtol=barrier.RESOLUTION * EPS32, atol=lit_tau / 2 + 4 * EPS32
+    )
+    _within(engine, dense, tau[0])

@@ -187,7 +187,6 @@ rule table4:
     params:
         settings=list(SETTINGS),
         expansion={s: SETTINGS[s]["expansions"][largest_expansion(s)] for s in SETTINGS},
-        train={s: study.train_hp(config, s) for s in SETTINGS},
         n=config["metric"]["n_max"],
         batch_size={s: study.metric_batch_size(config, s) for s in SETTINGS},
         chunk=config["metric"].get("chunk"),
