@@ -97,14 +97,27 @@ def _cores(arch: archs.Arch, once: bool) -> dict:
     g = grad(w, variables, batch)
     return _kernel_sum(jnp.linalg.norm, g), _kernel_sum(_saliency, w, g)
 
-  def grasp(variables, batch):
+  def grasp_of(w, g, variables, batch):
     # Only kernels are pruning weights: a tangent that is zero on the other
     # params makes the kernel block of the jvp output H_kk g_k.
-    w = variables["params"]
-    g = grad(w, variables, batch)
     g = jax.tree_util.tree_map_with_path(lambda p, x: x if _is_kernel(p) else jnp.zeros_like(x), g)
     hg = jax.jvp(lambda w: grad(w, variables, batch), (w,), (g,))[1]
     return _kernel_sum(lambda w, hg: -(w * hg).sum(), w, hg)
+
+  def grasp(variables, batch):
+    w = variables["params"]
+    return grasp_of(w, grad(w, variables, batch), variables, batch)
+
+  def gradient_scores(variables, batch):
+    # GradNorm, SNIP and GraSP from one gradient, in one program: a study
+    # scores each model once, and compiles one program instead of two.
+    w = variables["params"]
+    g = grad(w, variables, batch)
+    return (
+        _kernel_sum(jnp.linalg.norm, g),
+        _kernel_sum(_saliency, w, g),
+        grasp_of(w, g, variables, batch),
+    )
 
   def synflow(variables, batch):
     # Tanaka et al.: |params|, an all-ones input, R = sum of the logits, in
@@ -130,7 +143,11 @@ def _cores(arch: archs.Arch, once: bool) -> dict:
   return {
       name: jax.jit(jax.vmap(fn), compiler_options=ONCE if once else None)
       for name, fn in dict(
-          gradnorm_snip=gradnorm_snip, grasp=grasp, synflow=synflow, jacobian=jacobian
+          gradnorm_snip=gradnorm_snip,
+          grasp=grasp,
+          gradient_scores=gradient_scores,
+          synflow=synflow,
+          jacobian=jacobian,
       ).items()
   }
 
@@ -198,12 +215,15 @@ def jacov(arch: archs.Arch, variables, batches, once: bool = True) -> np.ndarray
 
 
 def score_all(arch: archs.Arch, variables, batches) -> dict[str, np.ndarray]:
-  """Every proxy (NAMES), each an array over seeds."""
-  gradnorm, snip = gradnorm_snip(arch, variables, batches)
+  """Every proxy (NAMES), each an array over seeds, compiled for one run
+  (`ONCE`); GradNorm, SNIP and GraSP share one gradient and program."""
+  gradnorm, snip, grasp_ = (
+      np.asarray(a, np.float64) for a in _cores(arch, True)["gradient_scores"](variables, batches)
+  )
   return {
       "gradnorm": gradnorm,
       "snip": snip,
-      "grasp": grasp(arch, variables, batches),
+      "grasp": grasp_,
       "synflow": synflow(arch, variables, batches),
       "jacov": jacov(arch, variables, batches),
   }

@@ -247,6 +247,17 @@ def test_scores_compiled_for_one_run_are_those_compiled_for_speed():
     np.testing.assert_allclose(once, fast, rtol=1e-5, err_msg=fn.__name__)
 
 
+def test_study_scores_of_one_gradient_are_each_score_alone():
+  """score_all computes GradNorm, SNIP and GraSP in one program from one
+  gradient: the scores of their own programs, to float32 rounding."""
+  v, batch = _setup(CNN, (6, 6, 1))
+  scores = proxies.score_all(CNN, _stack(v), _stack(batch))
+  gradnorm, snip = proxies.gradnorm_snip(CNN, _stack(v), _stack(batch))
+  grasp = proxies.grasp(CNN, _stack(v), _stack(batch))
+  for name, alone in (("gradnorm", gradnorm), ("snip", snip), ("grasp", grasp)):
+    np.testing.assert_allclose(scores[name], alone, rtol=1e-5, err_msg=name)
+
+
 def test_time_proxies_reports_every_proxy():
   v, batch = _setup(MLP, (2, 2, 1))
   times = proxies.time_proxies(MLP, _stack(v), _stack(batch), repeats=2)
