@@ -11,7 +11,7 @@ the imports of a job that runs a model (Python, JAX, Flax, Optax and the
 package, as train_candidate.py imports them), of one that prepares data
 (the package's readers), of one that reads and writes tables (pandas,
 pyarrow, SciPy and the package's table modules, the most any such script
-imports) and of one that draws (pandas, pyarrow, matplotlib), each times
+imports) and of one that draws (pandas, pyarrow, matplotlib, SciPy), each times
 the number of such jobs. Run it with the interpreter of the project's
 environment, on an idle machine: the figures of a loaded one are not
 comparable.
@@ -34,8 +34,9 @@ IMPORTS = {
     "data": "from manifold_metric import data, text",
     "table": "import pandas, pyarrow.parquet, scipy.stats; from manifold_metric import "
     "correlation, files, gain, metric, ranking, tables",
-    "figure": "import pandas, pyarrow.parquet, matplotlib.pyplot; from manifold_metric import "
-    "plots, tables",
+    # scipy.stats: the figures of correlations import it when they summarize.
+    "figure": "import pandas, pyarrow.parquet, matplotlib.pyplot, scipy.stats; from "
+    "manifold_metric import plots, tables",
 }
 # Rules by what their scripts import: data preparation (the package's
 # readers; text.py imports JAX), tables (no JAX), figures (matplotlib).

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-_FUNCS = {"kendall": stats.kendalltau, "spearman": stats.spearmanr, "pearson": stats.pearsonr}
+# scipy.stats is imported where it is used: it takes 0.8 s, which the figure
+# jobs that only draw (through `plots`) would pay for nothing.
+_FUNCS = {"kendall": "kendalltau", "spearman": "spearmanr", "pearson": "pearsonr"}
 METHODS = tuple(_FUNCS)
 
 # Scores agreeing to this fraction of the group's largest magnitude are ties:
@@ -52,7 +53,9 @@ def rank_correlation(a, b, method: str = "kendall") -> float:
     return math.nan
   if method != "pearson":
     a, b = ranked_a, ranked_b
-  return float(_FUNCS[method](a, b).statistic)
+  from scipy import stats
+
+  return float(getattr(stats, _FUNCS[method])(a, b).statistic)
 
 
 def correlations(
@@ -89,6 +92,8 @@ def _bootstrap(values: np.ndarray, level: float) -> tuple[float, float]:
     return math.nan, math.nan
   if np.all(values == values[0]):
     return float(values[0]), float(values[0])
+  from scipy import stats
+
   ci = stats.bootstrap(
       (values,),
       np.mean,

@@ -174,8 +174,8 @@ class _LM:
     """-log of the mean MLM loss over every masked position of the
     validation sequences, masked once with key 0 (the same masks for every
     epoch and model), jittable. As in training, only the masked positions
-    are projected onto the vocabulary (`bert.masked_positions`): about 45%
-    of the evaluation's work is elsewhere."""
+    are projected onto the vocabulary (`bert.masked_positions`): TinyBERT's
+    validation takes 55-60% less time than over every position."""
     module, bs, n = self.build(arch), hp["eval_batch_size"], val.shape[0]
     nb = -(-n // bs)
     inputs, labels, weights = text.mask_tokens(jax.random.key(0), val, arch.vocab_size)
@@ -228,10 +228,9 @@ class _LM:
     """An FFN group's head at its FFN output (`probe.Split`'s fields); None
     for the heads, and for the last layer's FFN, which runs at the masked
     positions only: there the split saved nothing (TinyBERT, FFN 1536)."""
-    layer = int(group.split("_")[1]) if group.startswith("ffn_") else arch.layers - 1
-    if layer == arch.layers - 1:
+    if not group.startswith("ffn_") or int(group.split("_")[1]) == arch.layers - 1:
       return None
-    module = self.build(arch)
+    module, layer = self.build(arch), int(group.split("_")[1])
     return dict(
         rows=lambda v, z, batch: module.apply(
             v, z, batch[0], layer=layer, positions=batch[1], method="ffn_rows"
