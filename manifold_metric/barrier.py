@@ -310,9 +310,9 @@ def _split_step(split, variables, z, batch):
     sigma, rows = step
     other = sigma[rows]
     keep = (other != rows).astype(zr.dtype)
-    zi = jnp.take(zr, rows, axis=-1)
-    zm = 0.5 * (zi + jnp.take(zr, other, axis=-1))
-    delta = (split.act(zm) * keep) @ (0.5 * (w[rows] + w[other])) - (split.act(zi) * keep) @ w[rows]
+    zi, wi = jnp.take(zr, rows, axis=-1), w[rows]
+    zm, wm = 0.5 * (zi + jnp.take(zr, other, axis=-1)), 0.5 * (wi + w[other])
+    delta = (split.act(zm) * keep) @ wm - (split.act(zi) * keep) @ wi
     return split.rest(variables, carry, y + delta, batch)
 
   return one

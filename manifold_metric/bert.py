@@ -126,8 +126,8 @@ class BERT(nn.Module):
     over the masked positions skips the last FFN and the vocabulary
     projection elsewhere."""
     r, z = self._rows(layer, r, z, positions)
-    lyr = self.layers[layer]
-    return self.after_ffn(r, lyr.ffn_out(gelu(lyr.expand(r) if z is None else z)), layer, positions)
+    z = self.layers[layer].expand(r) if z is None else z
+    return self.after_ffn(r, self.ffn_out(z, layer), layer, positions)
 
   def _rows(self, layer, r, z, positions):
     """r and z at the rows the rest of the model reads: `positions` after

@@ -92,10 +92,12 @@ def _cores(arch: archs.Arch, once: bool) -> dict:
 
   grad = jax.grad(loss)
 
+  def gradnorm_snip_of(w, g):
+    return _kernel_sum(jnp.linalg.norm, g), _kernel_sum(_saliency, w, g)
+
   def gradnorm_snip(variables, batch):
     w = variables["params"]
-    g = grad(w, variables, batch)
-    return _kernel_sum(jnp.linalg.norm, g), _kernel_sum(_saliency, w, g)
+    return gradnorm_snip_of(w, grad(w, variables, batch))
 
   def grasp_of(w, g, variables, batch):
     # Only kernels are pruning weights: a tangent that is zero on the other
@@ -113,11 +115,7 @@ def _cores(arch: archs.Arch, once: bool) -> dict:
     # scores each model once, and compiles one program instead of two.
     w = variables["params"]
     g = grad(w, variables, batch)
-    return (
-        _kernel_sum(jnp.linalg.norm, g),
-        _kernel_sum(_saliency, w, g),
-        grasp_of(w, g, variables, batch),
-    )
+    return (*gradnorm_snip_of(w, g), grasp_of(w, g, variables, batch))
 
   def synflow(variables, batch):
     # Tanaka et al.: |params|, an all-ones input, R = sum of the logits, in

@@ -228,9 +228,10 @@ class _LM:
     """An FFN group's head at its FFN output (`probe.Split`'s fields); None
     for the heads, and for the last layer's FFN, which runs at the masked
     positions only: there the split saved nothing (TinyBERT, FFN 1536)."""
-    if not group.startswith("ffn_") or int(group.split("_")[1]) == arch.layers - 1:
+    layer = int(group.removeprefix("ffn_")) if group.startswith("ffn_") else None
+    if layer in (None, arch.layers - 1):
       return None
-    module, layer = self.build(arch), int(group.split("_")[1])
+    module = self.build(arch)
     return dict(
         rows=lambda v, z, batch: module.apply(
             v, z, batch[0], layer=layer, positions=batch[1], method="ffn_rows"
