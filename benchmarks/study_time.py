@@ -6,18 +6,19 @@ finished run's Snakemake log.
 <project> is a directory where `snakemake --cores 2` ran the study (e.g. a
 fresh clone after the README's first command). Job-seconds are the sum over
 jobs of the time from a job's start to its end as the log stamps them (to the
-second). Start-up is measured here, in fresh processes of this interpreter:
-the imports of a job that runs a model (Python, JAX, Flax, Optax and the
-package, as train_candidate.py imports them), of one that prepares data
-(the package's readers), of one that reads and writes tables (pandas,
-pyarrow, SciPy and the package's table modules, the most any such script
-imports) and of one that draws (pandas, pyarrow, matplotlib, SciPy), each times
-the number of such jobs. Run it with the interpreter of the project's
-environment, on an idle machine: the figures of a loaded one are not
-comparable.
+second). Start-up is what a job runs before any work: Snakemake's preamble
+(unpickling its `snakemake` object) and its script's module-level imports.
+Which script each rule ran comes from the run's own metadata
+(`.snakemake/metadata`), so an older version's scripts are read as they
+were; each script's start-up is timed here, in fresh processes of this
+interpreter (the project's environment: its package, its JAX), and charged
+once per job of its rules. Imports a job makes while it works (SciPy where
+correlations are computed) count as its work. Run it on an idle machine:
+the figures of a loaded one are not comparable.
 """
 
 import argparse
+import ast
 import datetime
 import glob
 import json
@@ -28,36 +29,33 @@ import subprocess
 import sys
 import time
 
-IMPORTS = {
-    "model": "import jax, flax, optax; from manifold_metric import checkpoints, expansion, "
-    "tables, tracks, train",
-    "data": "from manifold_metric import data, text",
-    "table": "import pandas, pyarrow.parquet, scipy.stats; from manifold_metric import "
-    "correlation, files, gain, metric, ranking, tables",
-    # scipy.stats: the figures of correlations import it when they summarize.
-    "figure": "import pandas, pyarrow.parquet, matplotlib.pyplot, scipy.stats; from "
-    "manifold_metric import plots, tables",
-}
-# Rules by what their scripts import: data preparation (the package's
-# readers; text.py imports JAX), tables (no JAX), figures (matplotlib).
-DATA_RULES = {"build_vocab", "prepare_dataset"}
-TABLE_RULES = {
-    "metrics",
-    "scratch_metrics",
-    "correlations",
-    "correlation_summary",
-    "ranking",
-    "ranking_outcome",
-}
-FIGURE_RULES = {f"figure{i}" for i in range(1, 13)}
+# What Snakemake's `script:` preamble imports before the script runs.
+PREAMBLE = (
+    "import pickle, snakemake.io, snakemake.script\n"
+    "from snakemake.logging import logger\n"
+    "from snakemake.iocontainers import Snakemake\n"
+)
 
 
-def kind(rule: str) -> str:
-  """Which of IMPORTS a rule's script pays."""
-  for name, rules in (("data", DATA_RULES), ("table", TABLE_RULES), ("figure", FIGURE_RULES)):
-    if rule in rules:
-      return name
-  return "model"
+def rule_scripts(project: str) -> dict[str, str]:
+  """Each rule's script, from Snakemake's per-output metadata of the run
+  (its `code` is the `script:` path, relative to the rule's .smk file)."""
+  out = {}
+  for path in glob.glob(os.path.join(project, ".snakemake", "metadata", "*")):
+    with open(path) as f:
+      record = json.load(f)
+    code = (record.get("code") or "").strip().strip("\"'")
+    if code.endswith(".py"):
+      out[record["rule"]] = os.path.normpath(os.path.join(project, "workflow", "rules", code))
+  return out
+
+
+def start_code(script: str) -> str:
+  """The preamble and the script's module-level imports, as one program."""
+  with open(script) as f:
+    tree = ast.parse(f.read(), filename=script)
+  imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+  return PREAMBLE + "\n".join(ast.unparse(n) for n in imports)
 
 
 def jobs(log: str) -> list[tuple[str, float]]:
@@ -90,13 +88,6 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("project")
   parser.add_argument("--out", default=None)
-  parser.add_argument(
-      "--model-imports",
-      default=IMPORTS["model"],
-      help="what a model job imports (another version of the package: its own)",
-  )
-  for k in ("data", "table", "figure"):
-    parser.add_argument(f"--{k}-imports", default=IMPORTS[k])
   args = parser.parse_args()
   logs = sorted(glob.glob(os.path.join(args.project, ".snakemake", "log", "*.snakemake.log")))
   if not logs:
@@ -109,33 +100,34 @@ def main():
   per_rule = {}
   for rule, seconds in done:
     per_rule.setdefault(rule, []).append(seconds)
-  imports = {k: getattr(args, f"{k}_imports") for k in IMPORTS}
-  startup = {k: import_seconds(code) for k, code in imports.items()}
-  count = {k: sum(len(v) for r, v in per_rule.items() if kind(r) == k) for k in IMPORTS}
+  scripts = rule_scripts(args.project)
+  missing = sorted(set(per_rule) - set(scripts))
+  if missing:
+    parser.error(f"no script recorded for rules {missing} in {args.project}/.snakemake/metadata")
+  startup = {s: import_seconds(start_code(s)) for s in sorted({scripts[r] for r in per_rule})}
+  charged = {r: startup[scripts[r]] for r in per_rule}
   job_seconds = sum(s for _, s in done)
-  start_total = sum(count[k] * startup[k] for k in IMPORTS)
+  start_total = sum(charged[r] * len(v) for r, v in per_rule.items())
   result = {
       "log": logs[-1],
       "wall_s": wall,
       "jobs": len(done),
       "job_seconds": job_seconds,
-      "jobs_by_imports": count,
-      "import_s": startup,
       "startup_s": start_total,
       "startup_share": start_total / job_seconds,
-      "per_rule": {r: {"jobs": len(v), "seconds": sum(v)} for r, v in per_rule.items()},
+      "per_rule": {
+          r: {"jobs": len(v), "seconds": sum(v), "startup_s_per_job": charged[r]}
+          for r, v in per_rule.items()
+      },
   }
   print(
       f"{result['jobs']} jobs, {wall:.0f} s wall (first to last log stamp), "
-      f"{job_seconds:.0f} job-seconds"
+      f"{job_seconds:.0f} job-seconds; start-up {start_total:.0f} s, "
+      f"{100 * result['startup_share']:.1f}% of the job-seconds"
   )
-  print(
-      "start-up: "
-      + ", ".join(f"{startup[k]:.2f} s x {count[k]} {k} jobs" for k in IMPORTS)
-      + f" = {start_total:.0f} s, {100 * result['startup_share']:.1f}% of the job-seconds"
-  )
+  print(f"  {'rule':24s} {'jobs':>4s} {'seconds':>8s} {'start-up per job':>17s}")
   for rule, v in sorted(per_rule.items(), key=lambda kv: -sum(kv[1])):
-    print(f"  {rule:24s} {len(v):4d} jobs {sum(v):7.0f} s")
+    print(f"  {rule:24s} {len(v):4d} {sum(v):8.0f} {charged[rule]:15.2f} s")
   if args.out:
     with open(args.out, "w") as f:
       json.dump(result, f, indent=1)

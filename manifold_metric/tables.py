@@ -6,21 +6,43 @@ do; a table with no rows is never written.
 
 import os
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from manifold_metric.files import InputError, atomic_path
 
+# pandas is imported where a table is read or written from a DataFrame:
+# training jobs write their logs with `write_records` and never load it (0.2 s).
 
-def write_table(df: pd.DataFrame, path) -> None:
-  """Writes a Parquet table atomically; a table with no rows is an error, so
-  that an empty result never passes for a computed one."""
+
+def write_table(df, path) -> None:
+  """Writes a pandas DataFrame as a Parquet table atomically; a table with no
+  rows is an error, so that an empty result never passes for a computed one."""
   if df.empty:
     raise ValueError(f"refusing to write {path}: the table has no rows")
   with atomic_path(path) as tmp:
     df.to_parquet(tmp, index=False)
 
 
-def read_table(path) -> pd.DataFrame:
+def write_records(records: list[dict], path) -> None:
+  """Writes rows given as dicts with the same keys, as `write_table` writes
+  `pd.DataFrame(records)` (pandas reads both back alike), without pandas.
+
+  Args:
+    records: the rows, in order; at least one.
+    path: the Parquet file, written atomically.
+  """
+  if not records:
+    raise ValueError(f"refusing to write {path}: the table has no rows")
+  with atomic_path(path) as tmp:
+    pq.write_table(pa.Table.from_pylist(records), tmp)
+
+
+def read_table(path):
+  """A Parquet table as a pandas DataFrame; an `InputError` that says what
+  to do when it is missing or unreadable."""
+  import pandas as pd
+
   path = os.fspath(path)
   try:
     return pd.read_parquet(path)

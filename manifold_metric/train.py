@@ -208,10 +208,10 @@ def fit(
     performance, and val_acc or val_loss.
 
   Raises:
-    DivergenceError: naming the run and seed, when an epoch's loss is not
-      finite or exceeds EXPLOSION times a uniform prediction's, or when a
-      seed's best epoch closed less than `min_progress` of the distance from
-      chance to perfect.
+    DivergenceError: naming the run and seed, when an epoch's loss or
+      validation performance is not finite, when its loss exceeds EXPLOSION
+      times a uniform prediction's, or when a seed's best epoch closed less
+      than `min_progress` of the distance from chance to perfect.
   """
   hp, seeds = {**DEFAULTS, **hp}, list(seeds)
   track = tracks.of(arch)
@@ -255,6 +255,12 @@ def fit(
           "train_loss_sum": total,
           **{k: float(v[i]) for k, v in scores.items()},
       }
+      if not math.isfinite(records[i]["performance"]):
+        raise DivergenceError(
+            f"{name}: validation performance is {records[i]['performance']} at epoch {t} "
+            "while its training loss is finite; check the validation split (e.g. token "
+            "ids beyond the vocabulary) and the learning rate"
+        )
       histories[i].append(records[i])
       if best_record[i] is None or records[i]["performance"] > best_record[i]["performance"]:
         improved[i], best_record[i] = True, records[i]

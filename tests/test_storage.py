@@ -117,6 +117,22 @@ def test_table_round_trip_and_corruption(tmp_path):
     tables.read_table(tmp_path / "missing.parquet")
 
 
+def test_records_read_back_as_the_same_table_as_a_dataframe(tmp_path):
+  # A training log: epoch 0 has no training loss (NaN), then a str column.
+  records = [
+      {"epoch": e, "train_loss_sum": s, "performance": p, "setting": "fmnist-mlp", "seed": 3}
+      for e, s, p in [(0, np.nan, 0.5), (1, 812.25, 0.625), (2, 640.5, 0.75)]
+  ]
+  tables.write_records(records, tmp_path / "r.parquet")
+  tables.write_table(pd.DataFrame(records), tmp_path / "d.parquet")
+  pd.testing.assert_frame_equal(
+      tables.read_table(tmp_path / "r.parquet"), tables.read_table(tmp_path / "d.parquet")
+  )
+  with pytest.raises(ValueError, match="the table has no rows"):
+    tables.write_records([], tmp_path / "e.parquet")
+  assert not (tmp_path / "e.parquet").exists()
+
+
 def test_failed_write_leaves_nothing(tmp_path):
   path = tmp_path / "out.bin"
   with pytest.raises(RuntimeError):

@@ -1,7 +1,8 @@
-"""benchmarks/study_time.py: its reading of a Snakemake log and which
-imports it charges each rule."""
+"""benchmarks/study_time.py: its reading of a Snakemake log and what
+start-up it charges each rule."""
 
 import importlib.util
+import json
 import pathlib
 
 SPEC = importlib.util.spec_from_file_location(
@@ -40,10 +41,21 @@ def test_a_job_that_never_finished_is_not_counted():
   assert study_time.jobs(LOG.rsplit("[", 1)[0]) == [("build_vocab", 1.0)]
 
 
-def test_each_rule_is_charged_its_scripts_imports():
-  assert study_time.kind("prepare_dataset") == "data"
-  assert study_time.kind("correlations") == "table"
-  assert study_time.kind("figure7") == "figure"
-  # loss_curves and table4 load checkpoints and run models.
-  for rule in ("train_candidate", "barrier_set_lm", "loss_curves", "table4"):
-    assert study_time.kind(rule) == "model"
+def test_each_rule_is_charged_its_own_scripts_start(tmp_path):
+  scripts, meta = tmp_path / "workflow" / "scripts", tmp_path / ".snakemake" / "metadata"
+  scripts.mkdir(parents=True)
+  meta.mkdir(parents=True)
+  (scripts / "t.py").write_text(
+      '"""Doc."""\n\nimport sys\n\nsys.stderr = open(snakemake.log[0], "w")\n\n'
+      "import pandas as pd\n\nfrom manifold_metric import tables\n\n"
+      "def f():\n  import scipy.stats\n\nx = pd.DataFrame()\n"
+  )
+  # As Snakemake 9 records an output of a `script:` rule, and of a shell rule.
+  (meta / "a").write_text(json.dumps({"rule": "metrics", "code": '        "../scripts/t.py"\n'}))
+  (meta / "b").write_text(json.dumps({"rule": "copy", "code": None}))
+  assert study_time.rule_scripts(tmp_path) == {"metrics": str(scripts / "t.py")}
+  code = study_time.start_code(str(scripts / "t.py"))
+  # Module-level imports only, in order: not the work, nor imports inside it.
+  own = "import sys\nimport pandas as pd\nfrom manifold_metric import tables"
+  assert code == study_time.PREAMBLE + own
+  compile(code, "start", "exec")

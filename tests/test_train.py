@@ -305,6 +305,14 @@ def test_bert_trains_and_is_scored_by_minus_log_loss(wikitext):
   with pytest.raises(train.DivergenceError, match="tiny-run seed 0: training diverged at epoch 1"):
     # epochs=2 as above: the same schedule, the same compiled program
     train.fit(BERT, broken, wikitext, hp=LM_HP, seeds=[0], epochs=2, run="tiny-run")
+  # A token id beyond the vocabulary embeds as NaN (jnp.take fills): a
+  # validation score that is not finite stops the run, never lands in a table.
+  bad_val = np.array(wikitext["val"])
+  bad_val[0, 0] = VOCAB + 5
+  with pytest.raises(
+      train.DivergenceError, match="tiny-run seed 0: validation performance is nan at epoch 1"
+  ):
+    train.fit(BERT, v, {**wikitext, "val": bad_val}, hp=LM_HP, seeds=[0], epochs=2, run="tiny-run")
   # The last partial batch is dropped: fewer sequences than a batch is an error.
   short = {**wikitext, "train": wikitext["train"][: LM_HP["batch_size"] - 1]}
   with pytest.raises(ValueError, match="do not fill one batch"):

@@ -5,8 +5,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-import pandas as pd
-
 from manifold_metric import checkpoints, tables, tracks, train
 
 w, p = snakemake.wildcards, snakemake.params
@@ -30,4 +28,4 @@ _, histories = train.fit(
     on_epoch=save,
 )
 for seed, history, path in zip(p.seeds, histories, snakemake.output.logs):
-  tables.write_table(pd.DataFrame(history).assign(setting=w.setting, seed=seed), path)
+  tables.write_records([{**r, "setting": w.setting, "seed": seed} for r in history], path)
