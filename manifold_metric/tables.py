@@ -25,17 +25,22 @@ def write_table(df, path) -> None:
 
 
 def write_records(records: list[dict], path) -> None:
-  """Writes rows given as dicts with the same keys, as `write_table` writes
-  `pd.DataFrame(records)` (pandas reads both back alike), without pandas.
+  """Writes rows given as dicts as `write_table` writes `pd.DataFrame(records)`
+  (pandas reads both back alike), without pandas.
 
   Args:
-    records: the rows, in order; at least one.
+    records: the rows, in order; at least one. Columns are every key, in the
+      order they first appear; a row without a column has a null there (NaN
+      in pandas), as in `pd.DataFrame(records)`.
     path: the Parquet file, written atomically.
   """
   if not records:
     raise ValueError(f"refusing to write {path}: the table has no rows")
+  # Not pa.Table.from_pylist: it takes its columns from the first row only.
+  columns = dict.fromkeys(k for r in records for k in r)
+  table = pa.table({c: [r.get(c) for r in records] for c in columns})
   with atomic_path(path) as tmp:
-    pq.write_table(pa.Table.from_pylist(records), tmp)
+    pq.write_table(table, tmp)
 
 
 def read_table(path):

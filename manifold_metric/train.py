@@ -294,10 +294,13 @@ def fit(
 def run_log(history: list[dict], base_performance: float) -> list[dict]:
   """A candidate run's per-epoch log as `gain.gains` reads it: epoch 0 is
   the expanded model, whose performance is A(phi*) (the expansion preserves
-  it, checked when expanding), then the records of `fit`."""
+  it, checked when expanding), then the records of `fit`. Every record has
+  the same keys (val_acc, or BERT's val_loss = exp(-A))."""
   first = {"epoch": 0, "train_loss_sum": math.nan, "performance": base_performance}
   if "val_acc" in history[0]:
     first["val_acc"] = base_performance
+  if "val_loss" in history[0]:
+    first["val_loss"] = math.exp(-base_performance)
   return [first, *history]
 
 

@@ -70,6 +70,7 @@ def test_run_log_puts_phi_star_at_epoch_0():
       [{"epoch": 1, "train_loss_sum": 2.0, "val_loss": 3.0, "performance": -1.1}], -1.2
   )
   assert "val_acc" not in lm[0] and lm[0]["performance"] == -1.2
+  assert lm[0].keys() == lm[1].keys() and lm[0]["val_loss"] == pytest.approx(np.exp(1.2))
   # As gains reads it: G_t relative to A(phi*) at epoch 0.
   g = gain.gains(log.assign(expansion="x", seed=0))
   np.testing.assert_allclose(g.gain, [0.0, 0.1])
