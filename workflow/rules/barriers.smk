@@ -31,6 +31,7 @@ use rule barrier_set_initial as barrier_set_initial_lm with:
         seed_outputs(P.initial_barriers, lm=True),
     wildcard_constraints:
         setting=alternatives(LM_SETTINGS),
+    priority: FIRST
 
 
 rule barrier_set:
@@ -61,6 +62,7 @@ use rule barrier_set as barrier_set_lm with:
         seed_outputs(P.barriers, lm=True),
     wildcard_constraints:
         setting=alternatives(LM_SETTINGS),
+    priority: FIRST
 
 
 # Figure 11 (i): every epoch of the run from random initialisation, the first

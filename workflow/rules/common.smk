@@ -42,6 +42,11 @@ LM_SEEDS = LM.get("seeds", SEEDS)
 EPOCHS = study.checkpoint_epochs(config["candidate"])
 LM_EPOCHS = study.checkpoint_epochs(LM["candidate"]) if LM_SETTINGS else [0]
 SCRATCH_EPOCHS = list(range(1, LM["scratch"]["epochs"] + 1)) if LM_SETTINGS else []
+# Long jobs, and those that lead to long ones, go first (TinyBERT's base,
+# candidates and barrier sets, every setting's proxies): the short image jobs
+# then fill both cores at the end, where one long job ran alone before
+# (benchmarks/README.md).
+FIRST = 1
 FIGURES = config["figures"]
 
 # Every result path, in one place. Checkpoint names carry the epoch as 4 digits.

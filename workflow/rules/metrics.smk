@@ -51,6 +51,7 @@ rule proxies:
         ),
     log:
         "logs/proxies/{setting}.log",
+    priority: FIRST
     params:
         expansions=get_expansions,
         train=get_train_hp,

@@ -31,6 +31,7 @@ use rule train_base as train_base_lm with:
         logs=seed_outputs(P.base_log, lm=True),
     wildcard_constraints:
         setting=alternatives(LM_SETTINGS),
+    priority: FIRST
 
 
 # Figure 11 (i): a BERT trained from random initialisation, every epoch kept.
@@ -89,6 +90,7 @@ use rule train_candidate as train_candidate_lm with:
         logs=seed_outputs(P.run_log, lm=True),
     wildcard_constraints:
         setting=alternatives(LM_SETTINGS),
+    priority: FIRST
     params:
         expansion=get_expansion,
         train=get_train_hp,
