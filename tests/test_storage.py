@@ -117,26 +117,6 @@ def test_table_round_trip_and_corruption(tmp_path):
     tables.read_table(tmp_path / "missing.parquet")
 
 
-def test_records_read_back_as_the_same_table_as_a_dataframe(tmp_path):
-  # A training log: epoch 0 has no training loss (NaN) and, as BERT's, no
-  # val_loss column (the later rows have one); str columns last.
-  records = [
-      {"epoch": e, "train_loss_sum": s, "performance": p, "val_loss": -p}
-      for e, s, p in [(0, np.nan, 0.5), (1, 812.25, 0.625), (2, 640.5, 0.75)]
-  ]
-  del records[0]["val_loss"]
-  records = [{**r, "setting": "wikitext-tinybert", "seed": 3} for r in records]
-  tables.write_records(records, tmp_path / "r.parquet")
-  tables.write_table(pd.DataFrame(records), tmp_path / "d.parquet")
-  read = tables.read_table(tmp_path / "r.parquet")
-  pd.testing.assert_frame_equal(read, tables.read_table(tmp_path / "d.parquet"))
-  # Every key a column, as pandas makes them (a row's missing one is NaN).
-  assert set(read.columns) == {*records[1]} and np.isnan(read["val_loss"][0])
-  with pytest.raises(ValueError, match="the table has no rows"):
-    tables.write_records([], tmp_path / "e.parquet")
-  assert not (tmp_path / "e.parquet").exists()
-
-
 def test_failed_write_leaves_nothing(tmp_path):
   path = tmp_path / "out.bin"
   with pytest.raises(RuntimeError):

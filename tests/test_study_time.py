@@ -53,7 +53,12 @@ def test_each_rule_is_charged_its_own_scripts_start(tmp_path):
   # As Snakemake 9 records an output of a `script:` rule, and of a shell rule.
   (meta / "a").write_text(json.dumps({"rule": "metrics", "code": '        "../scripts/t.py"\n'}))
   (meta / "b").write_text(json.dumps({"rule": "copy", "code": None}))
-  assert study_time.rule_scripts(tmp_path) == {"metrics": str(scripts / "t.py")}
+  (meta / "long").mkdir()  # a long record name, split by Snakemake
+  (meta / "long" / "c").write_text(json.dumps({"rule": "ranking", "code": '"../scripts/t.py"'}))
+  assert study_time.rule_scripts(tmp_path) == {
+      "metrics": str(scripts / "t.py"),
+      "ranking": str(scripts / "t.py"),
+  }
   code = study_time.start_code(str(scripts / "t.py"))
   # Module-level imports only, in order: not the work, nor imports inside it.
   own = "import sys\nimport pandas as pd\nfrom manifold_metric import tables"

@@ -4,6 +4,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
+import pandas as pd
+
 from manifold_metric import checkpoints, tables, tracks, train
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
@@ -20,7 +22,7 @@ phi, histories, perf = train.fit_base(
 )
 print(f"phi*: performance per seed {perf}", file=sys.stderr)
 for seed, history, path in zip(p.seeds, histories, out.logs):
-  tables.write_records([{**r, "setting": w.setting, "seed": seed} for r in history], path)
+  tables.write_table(pd.DataFrame(history).assign(setting=w.setting, seed=seed), path)
 checkpoints.save_seeds(
     out.checkpoints, arch, phi, [{"performance": a, "seed": s} for a, s in zip(perf, p.seeds)]
 )

@@ -6,6 +6,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
+import pandas as pd
+
 from manifold_metric import checkpoints, expansion, tables, tracks, train
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
@@ -39,10 +41,9 @@ _, histories = train.fit(
     on_epoch=save,
 )
 for seed, history, a, path in zip(p.seeds, histories, perf, out.logs):
-  tables.write_records(
-      [
-          {**r, "setting": w.setting, "expansion": w.expansion, "seed": seed}
-          for r in train.run_log(history, a)
-      ],
+  tables.write_table(
+      pd.DataFrame(train.run_log(history, a)).assign(
+          setting=w.setting, expansion=w.expansion, seed=seed
+      ),
       path,
   )

@@ -5,6 +5,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
+import pandas as pd
+
 from manifold_metric import checkpoints, tables, tracks, train
 
 w, p = snakemake.wildcards, snakemake.params
@@ -28,4 +30,4 @@ _, histories = train.fit(
     on_epoch=save,
 )
 for seed, history, path in zip(p.seeds, histories, snakemake.output.logs):
-  tables.write_records([{**r, "setting": w.setting, "seed": seed} for r in history], path)
+  tables.write_table(pd.DataFrame(history).assign(setting=w.setting, seed=seed), path)
